@@ -1,0 +1,19 @@
+"""Integration metrics: ARI (Tran et al. 2020), kBET (faithful to theislab/kBET), LISI, batch ASW and graph
+connectivity (scIB definitions), all writing the tidy table of docs/CONTRACTS.md.
+
+Public entry points: :func:`evaluate` (one integrated AnnData -> tidy + per-repeat tables) and
+:func:`summarise` (Tran's normalised ARI scores and F1 across methods). Definitions: docs/metrics.md.
+"""
+
+from .ari import ari_tran
+from .asw import asw_batch
+from .evaluate import DEFAULTS, METRIC_NAMES, evaluate, resolve_params, summarise
+from .graph import graph_connectivity
+from .kbet import KBETResult, chi2_pvalues, default_test_size, kbet, kbet_per_celltype, kbet_pooled
+from .lisi import lisi
+
+__all__ = [
+    "DEFAULTS", "METRIC_NAMES", "KBETResult", "ari_tran", "asw_batch", "chi2_pvalues", "default_test_size",
+    "evaluate", "graph_connectivity", "kbet", "kbet_per_celltype", "kbet_pooled", "lisi", "resolve_params",
+    "summarise",
+]
