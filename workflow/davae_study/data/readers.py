@@ -177,6 +177,7 @@ def annotate_by_markers(
     sc.pp.log1p(b)
     sc.pp.highly_variable_genes(b, n_top_genes=min(2000, b.n_vars))
     sub = b[:, b.var["highly_variable"]].copy()
+    sub.X = sub.X.toarray() if sparse.issparse(sub.X) else sub.X  # HVGs only: dense is small, scaling needs it
     sc.pp.scale(sub, max_value=10)
     sc.pp.pca(sub, n_comps=min(50, sub.n_obs - 1, sub.n_vars - 1), random_state=seed)
     sc.pp.neighbors(sub, n_neighbors=15, random_state=seed)
