@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import anndata as ad
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from .style import (
     FULL_WIDTH,
@@ -30,7 +32,7 @@ from .style import (
     save_figure,
 )
 
-__all__ = ["umap_grid", "umap_by", "feature_umaps", "align_umap", "BATCH_LIKE_KEYS"]
+__all__ = ["umap_grid", "umap_by", "feature_umaps", "align_umap", "with_transferred_labels", "BATCH_LIKE_KEYS"]
 
 #: obs columns coloured with the batch palette (everything else uses the cell-type palette).
 BATCH_LIKE_KEYS = ("batch", "modality", "slice", "role", "technology", "sample")
@@ -90,7 +92,9 @@ def _scatter_categorical(ax, xy: np.ndarray, values: pd.Series, colors: Mapping,
     ax.scatter(xy[idx, 0], xy[idx, 1], s=s, c=cols, linewidths=0, rasterized=True)
 
 
-def _legend(ax, colors: Mapping, title: str, has_na: bool, na_label: str = "unlabelled", max_rows: int = 16):
+def _legend(ax, colors: Mapping, title: str, has_na: bool, na_label: str = "unlabelled", max_rows: int = 16,
+            wrap: int = 20):
+    title = textwrap.fill(str(title), wrap)
     handles = [Line2D([], [], marker="o", ls="", color=c, markersize=4, label=str(k)) for k, c in colors.items()]
     if has_na:
         handles.append(Line2D([], [], marker="o", ls="", color=_NA_COLOR, markersize=4, label=na_label))
@@ -141,7 +145,7 @@ def umap_grid(
     legend_w = 1.45
     panel = min((FULL_WIDTH - legend_w) / ncols, 1.9)
     fig_w = panel * ncols + legend_w
-    title_h = 0.3 if title else 0.05
+    title_h = 0.3 if title else 0.2
     fig_h = min(panel * len(rows) * nblocks + 0.22 * nblocks + title_h, MAX_HEIGHT)
     colors = {key: category_colors(obs[key], kind) for key, kind in
               ((k, _palette_kind(k) if k != label_key else "label") for k, _ in rows)}
@@ -217,8 +221,8 @@ def umap_by(
     ncols = min(len(keys), 3)
     nrows = math.ceil(len(keys) / ncols)
     legend_w = 1.25 if ncols > 1 else 1.6
-    panel = min((FULL_WIDTH - ncols * legend_w) / ncols, 2.4)
-    title_h = 0.3 if title else 0.05
+    panel = min((FULL_WIDTH - ncols * legend_w) / ncols, 2.2)
+    title_h = 0.3 if title else 0.2
     fig_w = ncols * (panel + legend_w)
     fig_h = nrows * (panel + 0.25) + title_h
     with figure_style():
@@ -309,13 +313,13 @@ def feature_umaps(
     ncols = max(1, min(ncols, len(genes)))
     nrows = math.ceil(len(genes) / ncols)
     panel = min(FULL_WIDTH / ncols - 0.35, 2.2)
-    title_h = 0.3 if title else 0.05
+    title_h = (0.3 if title else 0.0) + 0.18
     fig_w = ncols * (panel + 0.35)
-    fig_h = nrows * (panel + 0.22) + title_h
+    fig_h = nrows * (panel + 0.2) + title_h
     with figure_style():
         fig = plt.figure(figsize=(fig_w, fig_h))
         gs = fig.add_gridspec(nrows, ncols, left=0.01, right=0.96, bottom=0.01, top=1 - title_h / fig_h,
-                              wspace=0.2, hspace=0.15)
+                              wspace=0.2, hspace=0.2 / panel * 1.2)
         s = point_size(int(show.sum()) or 1, panel)
         for i, gene in enumerate(genes):
             ax = fig.add_subplot(gs[divmod(i, ncols)])
@@ -335,9 +339,37 @@ def feature_umaps(
             _style_embedding_axis(ax, xy)
             cb = fig.colorbar(sc, ax=ax, fraction=0.05, pad=0.02, aspect=25)
             cb.ax.tick_params(labelsize=5, length=1.5, width=0.4)
+            cb.locator = MaxNLocator(4)
+            cb.update_ticks()
             cb.outline.set_linewidth(0.4)
             if i % ncols == ncols - 1 or i == len(genes) - 1:
                 cb.set_label(value_label, fontsize=5.5, labelpad=1)
         if title:
             fig.suptitle(title, y=1 - 0.04 / fig_h, va="top", fontweight="bold")
         return save_figure(fig, out_png)
+
+
+def with_transferred_labels(
+    obs: pd.DataFrame,
+    transfer: pd.DataFrame,
+    *,
+    label_key: str = "cell_type",
+    column: str = "cell type (transferred)",
+) -> pd.DataFrame:
+    """``obs`` plus a column holding the known label of reference cells and the predicted label of query
+    cells (Fig 4a: RNA cells by annotation, ATAC cells by transfer).
+
+    ``transfer`` is ``transfer/<method>.tsv`` (``cell, predicted, …``, or indexed by cell). Query cells
+    without a prediction keep NaN (drawn grey, "n/a").
+    """
+    t = transfer.set_index("cell") if "cell" in transfer.columns else transfer
+    if "predicted" not in t.columns:
+        raise ValueError("transfer table has no 'predicted' column (CONTRACTS: transfer/<method>.tsv)")
+    out = obs.copy()
+    known = out[label_key].astype(object) if label_key in out else pd.Series(np.nan, index=out.index, dtype=object)
+    pred = t["predicted"].astype(object)
+    pred.index = pred.index.astype(str)
+    pred = pred.reindex(out.index.astype(str))
+    pred.index = out.index
+    out[column] = pred.where(pred.notna(), known)
+    return out

@@ -38,9 +38,9 @@ METRIC_LABELS = {
     "one_minus_ari_batch": "1 − ARI batch",
     "ari_celltype_norm": "ARI cell type (scaled)",
     "one_minus_ari_batch_norm": "1 − ARI batch (scaled)",
-    "f1_ari": "F1 (ARI)",
-    "f1": "F1 (ARI)",
+    "ari_f1": "F1 (ARI)",
     "kbet_acceptance": "kBET acceptance",
+    "kbet_acceptance_pooled": "kBET (pooled)",
     "ilisi": "iLISI",
     "clisi": "cLISI",
     "asw_batch": "batch ASW",
@@ -51,9 +51,11 @@ METRIC_LABELS = {
     "wall_s": "run time (s)",
     "peak_rss_mb": "peak memory (MB)",
 }
-#: Metrics where a lower value is better (coloured accordingly in the summary heatmap). cLISI follows the
-#: raw LISI definition (1 = pure neighbourhoods); if the metrics table already rescales it, rename it.
-LOWER_IS_BETTER = {"clisi", "wall_s", "peak_rss_mb", "runtime_s"}
+#: Metrics where a lower value is better (coloured accordingly in the summary heatmap). ``ilisi``/``clisi``
+#: are scIB-scaled by the metrics package (1 = best); the raw medians are not.
+LOWER_IS_BETTER = {"clisi_median", "wall_s", "peak_rss_mb", "runtime_s"}
+#: Metric suffixes left out of the summary heatmap unless asked for (diagnostics, duplicates).
+_SUMMARY_SKIP_SUFFIXES = ("_null", "_median", "_norm")
 _METRIC_ORDER = list(METRIC_LABELS)
 
 
@@ -71,6 +73,13 @@ def parse_kbet_group(group: str) -> tuple[str | None, float] | None:
     if not m:
         return None
     return m.group("celltype"), float(m.group("pct"))
+
+
+def _first_note(notes: pd.Series) -> str:
+    """First non-empty note (the metrics package writes '' for no note; a TSV round trip gives NaN)."""
+    n = notes.dropna().astype(str).str.strip()
+    n = n[n != ""]
+    return str(n.iloc[0]) if len(n) else ""
 
 
 def _metric_label(m: str) -> str:
@@ -139,10 +148,8 @@ def ari_scatter(
     wide = wide.loc[methods]
     ok = wide.notna().all(axis=1)
     notes = {}
-    if "note" in sel:
-        for m in wide.index[~ok]:
-            n = sel.loc[(sel["method"] == m) & sel["note"].notna(), "note"]
-            notes[m] = str(n.iloc[0]) if len(n) else "no value"
+    for m in wide.index[~ok]:
+        notes[m] = (_first_note(sel.loc[sel["method"] == m, "note"]) if "note" in sel else "") or "no value"
     spread = {}
     if repeats is not None and len(repeats):
         _check_tidy(repeats, "repeats table")
@@ -252,7 +259,7 @@ def kbet_curves(
     fig_w = HALF_WIDTH if ncols == 1 else FULL_WIDTH
     panel_h = 1.55 if ncols > 1 else 2.3
     legend_h = 0.32 * math.ceil(len(methods) / (6 if ncols > 1 else 3))
-    title_h = 0.3 if title else 0.08
+    title_h = 0.3 if title else 0.2
     fig_h = min(nrows * panel_h + legend_h + title_h + 0.1, MAX_HEIGHT)
     with figure_style():
         fig, axes = plt.subplots(nrows, ncols, figsize=(fig_w, fig_h), squeeze=False, sharex=True, sharey=True)
@@ -281,9 +288,8 @@ def kbet_curves(
                 any_value |= bool(np.isfinite(v).any())
                 ax.plot(d["pct"], v, color=c, marker="o", ms=2.5, lw=1.1)
             if not any_value:
-                note = ""
-                if "note" in data and data["note"].notna().any():
-                    note = "\n" + _shorten(data["note"].dropna().iloc[0], 40)
+                note = _first_note(data["note"]) if "note" in data else ""
+                note = "\n" + _shorten(note, 40) if note else ""
                 ax.text(0.5, 0.5, "not computable" + note, ha="center", va="center", transform=ax.transAxes,
                         fontsize=5.5, color="0.4")
             ax.set_ylim(-0.02, 1.02)
@@ -352,7 +358,8 @@ def summary_heatmap(summary: pd.DataFrame, out_png: str | os.PathLike, *, metric
     summary
         ``results/summary.tsv``: the tidy columns with ``application``.
     metrics
-        Metric columns to show, in order (default: every metric present, known ones in a fixed order).
+        Metric columns to show, in order (default: every metric present except diagnostics ending in
+        ``_null``, ``_median`` or ``_norm``; known ones first in a fixed order).
     """
     _check_tidy(summary, "summary table", ("application",))
     vals = _summary_values(summary)
@@ -360,7 +367,8 @@ def summary_heatmap(summary: pd.DataFrame, out_png: str | os.PathLike, *, metric
         raise ValueError("summary table has no rows with group 'all' or kBET average groups; nothing to plot")
     present = list(vals["metric"].unique())
     if metrics is None:
-        metrics = [m for m in _METRIC_ORDER if m in present] + sorted(m for m in present if m not in _METRIC_ORDER)
+        shown = [m for m in present if not m.endswith(_SUMMARY_SKIP_SUFFIXES)]
+        metrics = [m for m in _METRIC_ORDER if m in shown] + sorted(m for m in shown if m not in _METRIC_ORDER)
     else:
         unknown = [m for m in metrics if m not in present]
         if unknown:

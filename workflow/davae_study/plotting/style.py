@@ -39,6 +39,7 @@ __all__ = [
     "method_color",
     "method_colors",
     "method_label",
+    "natural_key",
     "order_methods",
     "point_size",
     "save_figure",
@@ -131,7 +132,18 @@ def order_methods(names: Iterable[str]) -> list[str]:
 def _sorted_categories(values: Sequence | pd.Series | pd.Index) -> list:
     s = pd.Series(values)
     cats = s.cat.categories if isinstance(s.dtype, pd.CategoricalDtype) else pd.unique(s.dropna())
-    return sorted((c for c in cats if not (isinstance(c, float) and np.isnan(c))), key=lambda c: str(c))
+    return sorted((c for c in cats if not (isinstance(c, float) and np.isnan(c))), key=natural_key)
+
+
+def natural_key(value) -> tuple:
+    """Sort key that orders numbers numerically and text alphabetically, numbers first
+    (cluster ``'2'`` before ``'10'``; batch ``1`` before ``'1b'``), so a table read back from TSV (where
+    ``'1'`` became ``1``) sorts like the original."""
+    text = str(value)
+    try:
+        return (0, float(text), text)
+    except ValueError:
+        return (1, 0.0, text.lower())
 
 
 def category_colors(values: Sequence | pd.Series | pd.Index, kind: str = "label") -> dict:
