@@ -230,3 +230,14 @@ def test_snakemake_download_rule_end_to_end(served, tmp_path):
     assert read_lock(work / "data.lock.yaml")["geo/GSE1_matrix.txt.gz"]["sha256"] == sha(files["geo/GSE1_matrix.txt.gz"])
     assert "tenx/m.h5" not in read_lock(work / "data.lock.yaml")  # known checksums are not re-learnt
     assert (work / "logs/download/geo/GSE1_matrix.txt.gz.log").read_text().strip()
+    # offline with an application whose file is missing: one parse-time error naming the file and its URL
+    table["files"]["geo/GSE2.txt.gz"] = {"url": f"{srv.url}/geo/GSE2.txt.gz"}
+    (work / "sources.yaml").write_text(yaml.safe_dump(table))
+    cfg["data"]["offline"] = True
+    cfg["applications"] = {"dc": {"input": {"reader": "villani_dc", "files": {
+        "matrix": "resources/geo/GSE2.txt.gz", "done": "resources/geo/GSE1_matrix.txt.gz"}}}}
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = subprocess.run(cmd + ["-n"], cwd=work, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode != 0
+    out = res.stdout + res.stderr  # snakemake 9 prints parse errors on stdout
+    assert "1 data file(s) missing" in out and f"resources/geo/GSE2.txt.gz  <-  {srv.url}/geo/GSE2.txt.gz" in out

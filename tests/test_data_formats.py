@@ -346,3 +346,17 @@ def test_geo_table_rejects_non_numeric(tmp_path):
     p.write_text("gene\tc1\nA\tx\n")
     with pytest.raises(ValueError, match="genes x cells numeric"):
         read_geo_table(p)
+
+
+def test_expected_shapes_come_from_the_data_table(tmp_path):
+    repo_table = Path(__file__).resolve().parents[1] / "config" / "data_sources.yaml"
+    paths = {"matrix": str(tmp_path / "resources/villani/GSE94820_raw.expMatrix_DCnMono.discovery.set.submission.txt.gz"),
+             "other": str(tmp_path / "elsewhere/file.h5")}
+    assert readers.expected_for(paths, repo_table) == {"matrix": {"cells": 768, "genes": 26593, "labels": 4}}
+    assert readers.expected_for(paths, tmp_path / "no_such_table.yaml") == {}
+
+
+def test_registry_exposes_the_paper_readers():
+    from davae_study.data import READERS
+
+    assert {"villani_dc", "tenx_293t_jurkat", "pbmc_rna_atac", "visium_mouse_brain", "hca_immune"} <= set(READERS)

@@ -12,11 +12,15 @@
 #   timeout_s:  per-request timeout in seconds                     (default 120)
 #   backoff_s:  base of the exponential wait between attempts      (default 2)
 #
-# Applications name their files as `files: {role: <dataset>/<file>}`; `application_data(app)` gives the
-# prepare rule its inputs.
+# Applications list their files as `input.files: {role: resources/<dataset>/<file>}`; every such path is the
+# output of one download rule, so rule prepare's inputs pull the downloads in. `application_data_keys(app)`
+# gives an application's data-table keys.
 
 import re as _re
+import sys as _sys
+from pathlib import Path as _Path
 
+_sys.path.insert(0, str(_Path(workflow.current_basedir).parent))  # davae_study, also without an install
 from davae_study.data.download import check_available as _check_available, load_sources as _load_sources
 
 DATA = {
@@ -41,15 +45,17 @@ def data_path(key):
     return f"{DATA['resources']}/{key}"
 
 
-def application_data(app):
-    """{role: local path} of an application's files (input function for rule prepare)."""
-    files = (config.get("applications", {}).get(app) or {}).get("files") or {}
-    return {role: data_path(key) for role, key in files.items()}
+def application_data_keys(app):
+    """Data-table keys of an application's files (those of its input.files that live under resources/)."""
+    spec = (config.get("applications") or {}).get(app) or {}
+    files = (spec.get("input") or {}).get("files") or {}
+    root = DATA["resources"].rstrip("/") + "/"
+    return [str(p)[len(root):] for p in files.values() if str(p).startswith(root)]
 
 
 # Offline runs fail at parse time with one message listing every missing file of the configured applications.
 _check_available(
-    sorted({k for a in (config.get("applications") or {}).values() for k in ((a or {}).get("files") or {}).values()}),
+    sorted({k for app in (config.get("applications") or {}) for k in application_data_keys(app)}),
     DATA_SOURCES,
     DATA["resources"],
     offline=bool(DATA["offline"]),
@@ -80,11 +86,12 @@ for _key, _entry in DATA_SOURCES.items():
 
 
 rule download_data:
-    """Fetch every file of the data table (or of the configured applications with `download_applications`)."""
+    """Fetch every file of the data table."""
     input:
         [data_path(k) for k in DATA_SOURCES],
 
 
 rule download_applications:
+    """Fetch the files of the configured applications only."""
     input:
-        [p for app in (config.get("applications") or {}) for p in application_data(app).values()],
+        [data_path(k) for app in (config.get("applications") or {}) for k in application_data_keys(app)],

@@ -1,8 +1,9 @@
 """Readers of the paper's five applications: downloaded files in, one AnnData out.
 
 Every reader has the signature ``reader(paths, *, expected=None, **params) -> AnnData`` where ``paths`` maps
-the application's file roles (``files:`` in its config) to local paths and ``expected`` maps part names to
-the paper's stated shape (``{cells, genes, labels}``, see :func:`expected_for`). The result holds raw counts
+the application's file roles (``input.files`` in its config) to local paths and ``expected`` maps part names
+to the paper's stated shape (``{cells, genes, labels}``); by default it comes from the data table
+(``sources=``, default ``config/data_sources.yaml``, see :func:`expected_for`). The result holds raw counts
 in ``X`` (CSR float32; TPM for the Smart-Seq2 dendritic cells, said by ``uns['counts_kind']``), unique gene
 symbols as ``var_names``, categorical ``obs['batch']``, ``obs['cell_type']`` where known, ``obs['modality']``
 and ``obs['role']`` where relevant, ``obsm['spatial']`` for Visium spots, and ``uns['provenance']``: one shape
@@ -11,6 +12,7 @@ check per part read (:func:`davae_study.data.provenance.shape_check`).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -24,10 +26,11 @@ from scipy import sparse
 from davae_study.data.formats import (read_10x_h5, read_10x_mtx, read_csv_counts_chunked, read_geo_table,
                                       read_visium_spatial)
 from davae_study.data.gene_activity import DEFAULT_SEQ_LEVELS, gene_activity, read_gtf_genes
+from davae_study.data.download import load_sources
 from davae_study.data.provenance import rows_to_uns, shape_check
 
 __all__ = ["villani_dc", "tenx_293t_jurkat", "pbmc_rna_atac", "visium_mouse_brain", "hca_immune",
-           "annotate_by_markers", "expected_for", "READERS", "PBMC_MARKERS"]
+           "annotate_by_markers", "expected_for", "PAPER_READERS", "PBMC_MARKERS"]
 
 
 def _need(paths: Mapping[str, Any], *roles: str, reader: str) -> None:
@@ -51,9 +54,36 @@ def _concat(parts: Mapping[str, ad.AnnData]) -> ad.AnnData:
     return out
 
 
-def expected_for(files: Mapping[str, str], sources: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
-    """``{role: expected}`` from the data table's ``expected:`` of each role's file (roles are part names)."""
-    return {role: dict(sources.get(key, {}).get("expected") or {}) for role, key in files.items()}
+DEFAULT_SOURCES = "config/data_sources.yaml"
+
+
+def expected_for(paths: Mapping[str, str], sources: str | os.PathLike | Mapping | None = DEFAULT_SOURCES) -> dict[str, dict]:
+    """``{role: expected shape}`` from the data table's ``expected:`` of each role's file.
+
+    A file is matched to its data-table key ``<dataset>/<file>`` by the last two parts of its path (its place
+    under ``resources/``). No data table (or no match): no expectation, the shape check says 'unchecked'.
+    """
+    if sources is None or (isinstance(sources, (str, os.PathLike)) and not Path(sources).is_file()):
+        return {}
+    table = load_sources(sources)
+    out = {}
+    for role, path in paths.items():
+        key = "/".join(Path(path).parts[-2:])
+        if key in table and table[key].get("expected"):
+            out[role] = dict(table[key]["expected"])
+    return out
+
+
+def _with_expected(reader):
+    """Let a reader take ``sources=`` (data table path or mapping) and derive ``expected`` from it."""
+
+    @functools.wraps(reader)
+    def wrapped(paths, *, expected=None, sources=DEFAULT_SOURCES, **params):
+        if expected is None:
+            expected = expected_for(paths, sources)
+        return reader(paths, expected=expected, **params)
+
+    return wrapped
 
 
 # ------------------------------------------------------------------------------------------ 1. dendritic
@@ -61,6 +91,7 @@ VILLANI_TYPES = {"CD1C": "CD1C DC", "CD141": "CD141 DC", "pDC": "pDC", "DoubleNe
 VILLANI_PLATES = {"batch1": ["P7", "P8", "P9", "P10"], "batch2": ["P3", "P4", "P13", "P14"]}
 
 
+@_with_expected
 def villani_dc(
     paths: Mapping[str, str],
     *,
@@ -100,6 +131,7 @@ def villani_dc(
 
 
 # --------------------------------------------------------------------------------------- 2. 293T / Jurkat
+@_with_expected
 def tenx_293t_jurkat(
     paths: Mapping[str, str],
     *,
@@ -196,6 +228,7 @@ def annotate_by_markers(
     return pd.Series(best.reindex(sub.obs["leiden"].to_numpy()).to_numpy(), index=adata.obs_names, name="cell_type")
 
 
+@_with_expected
 def pbmc_rna_atac(
     paths: Mapping[str, str],
     *,
@@ -263,6 +296,7 @@ def _read_visium(h5: str, spatial: str, library_id: str) -> tuple[ad.AnnData, di
     return a, sp["uns"]
 
 
+@_with_expected
 def visium_mouse_brain(
     paths: Mapping[str, str],
     *,
@@ -313,6 +347,7 @@ def visium_mouse_brain(
 
 
 # ---------------------------------------------------------------------------------------- 5. HCA immune
+@_with_expected
 def hca_immune(
     paths: Mapping[str, str],
     *,
@@ -343,7 +378,7 @@ def hca_immune(
     return _categorical(out, "batch", "donor")
 
 
-READERS = {
+PAPER_READERS = {
     "villani_dc": villani_dc,
     "tenx_293t_jurkat": tenx_293t_jurkat,
     "pbmc_rna_atac": pbmc_rna_atac,
