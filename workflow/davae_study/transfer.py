@@ -211,7 +211,7 @@ def mlp_transfer(
     batch_size: int = 100,
     validation_split: float = 0.1,
     patience: int | None = 5,
-    standardize: bool = True,
+    standardize: str = "global",
     seed: int = 0,
     device: str = "auto",
     threshold: float = 0.0,
@@ -232,9 +232,11 @@ def mlp_transfer(
         Stop when the validation loss has not improved for this many epochs and restore the best
         weights; ``None`` (or ``validation_split=0``) trains all ``epochs``.
     standardize
-        Centre and scale each embedding dimension by the reference's mean/std before training (the paper
-        fed the DAVAE latent directly; scaling keeps PCA, whose first components have large variance,
-        comparable with small latents at the paper's learning rate).
+        ``'global'``: centre on the reference's mean and divide by one number, the reference's overall
+        standard deviation, so that embeddings of any scale (a unit-scale latent, PCA in tens) meet the
+        paper's learning rate alike while the relative variance of the dimensions is kept.
+        ``'per_dimension'``: z-score each dimension (amplifies low-variance dimensions, which in an
+        uncorrected PCA carry mostly batch effect). ``'none'``: raw embedding, as the paper's code.
     seed
         Seeds weight initialisation, the validation split, shuffling and dropout.
     device
@@ -266,10 +268,16 @@ def mlp_transfer(
     classes, codes = np.unique(y_ref, return_inverse=True)
     dev = torch.device(resolve_device(device))
 
-    if standardize:
+    if standardize not in ("global", "per_dimension", "none"):
+        raise ValueError(f"standardize={standardize!r}: use 'global', 'per_dimension' or 'none'.")
+    if standardize != "none":
         mean = x_ref.mean(axis=0)
-        std = x_ref.std(axis=0)
-        std[std == 0] = 1.0
+        if standardize == "global":
+            std = np.float32(np.sqrt(((x_ref - mean) ** 2).sum(axis=1).mean() / x_ref.shape[1]))
+            std = std if std > 0 else np.float32(1.0)
+        else:
+            std = x_ref.std(axis=0)
+            std[std == 0] = 1.0
         x_ref = (x_ref - mean) / std
         x_query = (x_query - mean) / std
 
