@@ -1,0 +1,96 @@
+"""One-call integration: :func:`integrate`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+
+from ._validate import batch_codes, check_matrix
+from .model import DAVAE
+from .preprocess import preprocess as _preprocess
+from .presets import get_params
+
+
+def integrate(
+    adata: AnnData,
+    batch_key: str = "batch",
+    preset: str = "default",
+    preprocess: bool = True,
+    seed: int = 0,
+    device: str = "auto",
+    copy: bool = True,
+    progress: bool = True,
+    **overrides: Any,
+) -> AnnData:
+    """Integrate the batches of ``adata`` with DAVAE.
+
+    Parameters
+    ----------
+    adata
+        Cells × genes, sparse CSR or dense. With ``preprocess=True``: raw counts (or TPM) in ``X``. With
+        ``preprocess=False``: log-normalised expression in ``X`` (e.g. the study's ``prepared.h5ad``),
+        used as given.
+    batch_key
+        Column of ``adata.obs`` holding each cell's batch.
+    preset
+        ``"default"`` (integrates) or ``"scbean"`` (DACVAE as released in scbean 0.5.6).
+    preprocess
+        Apply the preset's preprocessing first (per-batch CPM + log1p, batch-aware Seurat HVG, top
+        ``n_top_genes``); the result then holds the selected genes only (raw values in ``layers['counts']``).
+    seed
+        Seed for weights, minibatch order, dropout and sampling.
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
+    copy
+        Return a new AnnData (default). With ``copy=False`` and ``preprocess=False`` the results are written
+        into ``adata`` and it is returned.
+    progress
+        Show a tqdm bar with the loss parts.
+    **overrides
+        :class:`davae.presets.DAVAEParams` fields, e.g. ``epochs``, ``domain_lambda``, ``latent_dim``,
+        ``batch_size``, ``hidden_layers``, ``min_steps``, ``lr``.
+
+    Returns
+    -------
+    AnnData with the input's cells and obs (same order) and
+    ``obsm['X_davae']`` (latent mean), ``layers['davae_recovered']`` (decoder(z mean, own batch), same
+    shape as ``X``) and ``uns['davae']`` (``preset``, ``params``, ``seed``, ``device``, ``history``).
+    """
+    out, _ = integrate_with_model(adata, batch_key=batch_key, preset=preset, preprocess=preprocess, seed=seed,
+                                  device=device, copy=copy, progress=progress, **overrides)
+    return out
+
+
+def integrate_with_model(adata: AnnData, batch_key: str = "batch", preset: str = "default",
+                         preprocess: bool = True, seed: int = 0, device: str = "auto", copy: bool = True,
+                         progress: bool = True, **overrides: Any) -> tuple[AnnData, DAVAE]:
+    """As :func:`integrate`, also returning the trained :class:`DAVAE` (e.g. to ``save`` it)."""
+    if not isinstance(adata, AnnData):
+        raise ValueError(f"integrate expects an AnnData, got {type(adata).__name__}")
+    params = get_params(preset, **overrides)
+    check_matrix(adata.X)
+    batch_codes(adata, batch_key)  # fail early on a missing / incomplete batch column
+    if preprocess:
+        out = _preprocess(adata, batch_key, n_top_genes=params.n_top_genes, target_sum=params.target_sum)
+    else:
+        out = adata.copy() if copy else adata
+        if sp.issparse(out.X) and not sp.isspmatrix_csr(out.X):
+            out.X = sp.csr_matrix(out.X)
+    model = DAVAE(out, batch_key=batch_key, preset=params)
+    model.preset = preset
+    model.fit(seed=seed, device=device, progress=progress)
+    out.obsm["X_davae"] = model.transform()
+    out.layers["davae_recovered"] = model.recover()
+    out.uns["davae"] = {
+        "preset": preset,
+        "params": {k: (v if v is not None else "None") for k, v in params.to_dict().items()},
+        "seed": int(seed),
+        "device": str(model.device),
+        "batch_key": batch_key,
+        "batch_categories": list(model.batch_categories),
+        "history": {k: np.asarray(v, dtype=np.float64) for k, v in model.history.items()},
+    }
+    return out, model

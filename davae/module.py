@@ -1,0 +1,177 @@
+"""The DAVAE network (PyTorch): encoder, decoder, domain classifier behind a gradient-reversal layer, and
+the loss. No data handling here (see :mod:`davae.training`) and no AnnData (see :mod:`davae.model`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# Keras BatchNormalization defaults (momentum 0.99 = PyTorch momentum 0.01, epsilon 1e-3)
+BN_MOMENTUM = 0.01
+BN_EPS = 1e-3
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # noqa: D102
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        return -ctx.scale * grad, None
+
+
+def grad_reverse(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Identity forward; multiplies the incoming gradient by ``-scale`` backward (Ganin & Lempitsky 2015)."""
+    return _GradReverse.apply(x, float(scale))
+
+
+class BatchNormNoScale(nn.Module):
+    """Batch normalisation with a learned shift and no learned scale (Keras ``center=True, scale=False``)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(n, eps=BN_EPS, momentum=BN_MOMENTUM, affine=False)
+        self.bias = nn.Parameter(torch.zeros(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.bn(x) + self.bias
+
+
+def _mlp(n_in: int, widths: Sequence[int], dropout: float) -> nn.Sequential:
+    """Linear → BatchNorm (shift only) → ReLU → Dropout, for each width."""
+    layers: list[nn.Module] = []
+    for w in widths:
+        layers += [nn.Linear(n_in, w), BatchNormNoScale(w), nn.ReLU(), nn.Dropout(dropout)]
+        n_in = w
+    return nn.Sequential(*layers)
+
+
+class DAVAEModule(nn.Module):
+    """Domain-adversarial (conditional) VAE.
+
+    Parameters
+    ----------
+    n_genes, n_batches
+        Input width and number of batches (domains).
+    hidden_layers, latent_dim
+        Encoder widths and latent size; the decoder mirrors the encoder.
+    encoder_batch, decoder_batch
+        Concatenate the batch one-hot to the encoder / decoder input.
+    dropout_encoder, dropout_decoder, dropout_classifier, classifier_hidden
+        See :class:`davae.presets.DAVAEParams`.
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        n_batches: int,
+        hidden_layers: Sequence[int] = (128, 64, 32),
+        latent_dim: int = 10,
+        encoder_batch: bool = False,
+        decoder_batch: bool = True,
+        dropout_encoder: float = 0.1,
+        dropout_decoder: float = 0.1,
+        dropout_classifier: float = 0.01,
+        classifier_hidden: int = 16,
+    ):
+        super().__init__()
+        self.n_genes, self.n_batches = int(n_genes), int(n_batches)
+        self.encoder_batch, self.decoder_batch = bool(encoder_batch), bool(decoder_batch)
+        hidden = [int(h) for h in hidden_layers]
+        self.encoder = _mlp(n_genes + (n_batches if encoder_batch else 0), hidden, dropout_encoder)
+        self.z_mean = nn.Linear(hidden[-1], latent_dim)
+        self.z_logvar = nn.Linear(hidden[-1], latent_dim)
+        self.decoder = _mlp(latent_dim + (n_batches if decoder_batch else 0), hidden[::-1], dropout_decoder)
+        self.out = nn.Linear(hidden[0], n_genes)
+        self.classifier = nn.Sequential(
+            nn.Linear(latent_dim, classifier_hidden),
+            BatchNormNoScale(classifier_hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout_classifier),
+            nn.Linear(classifier_hidden, n_batches),
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot-uniform weights and zero biases (Keras ``Dense`` defaults)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def encode(self, x: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the latent mean and log-variance."""
+        h = torch.cat([x, onehot], 1) if self.encoder_batch else x
+        h = self.encoder(h)
+        return self.z_mean(h), self.z_logvar(h)
+
+    def decode(self, z: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Return the reconstructed expression (softplus output, non-negative)."""
+        h = torch.cat([z, onehot], 1) if self.decoder_batch else z
+        return F.softplus(self.out(self.decoder(h)))
+
+    def forward(self, x: torch.Tensor, onehot: torch.Tensor, grl_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """Encode, sample ``z`` (reparameterisation), decode, and classify the domain of ``z`` through the GRL."""
+        mu, logvar = self.encode(x, onehot)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        x_hat = self.decode(z, onehot)
+        logits = self.classifier(grad_reverse(z, grl_scale))
+        return {"mu": mu, "logvar": logvar, "z": z, "x_hat": x_hat, "logits": logits}
+
+
+def scbean_reconstruction(x: torch.Tensor, x_hat: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per-cell reconstruction term of scbean 0.5.6, as coded.
+
+    ``mse = mean_j (w·x − w·x̂)²``, ``σ² = var(w·x − w·x̂)`` over the whole minibatch matrix (population
+    variance, gradient flows through it), ``recon = mse·(D/2)/σ² + (D/2)/σ²·log σ²``.
+    """
+    d = x.shape[1]
+    resid = w[:, None] * x - w[:, None] * x_hat
+    mse = resid.pow(2).mean(1)
+    var = resid.var(unbiased=False)
+    return mse * (0.5 * d) / var + (0.5 * d) / var * torch.log(var)
+
+
+def gaussian_reconstruction(x: torch.Tensor, x_hat: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per-cell unit-variance Gaussian negative log-likelihood (up to a constant): ``w·½·Σ_j (x − x̂)²``."""
+    return w * 0.5 * (x - x_hat).pow(2).sum(1)
+
+
+def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Per-cell KL(N(μ, σ²) ‖ N(0, 1)) = −½ Σ(1 + log σ² − μ² − σ²)."""
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+
+
+def davae_loss(
+    out: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    batch: torch.Tensor,
+    w: torch.Tensor,
+    domain_lambda: float,
+    recon_loss: str = "gaussian",
+) -> dict[str, torch.Tensor]:
+    """Minibatch loss: mean over cells of ``recon + KL + CE·D·λ``; returns the total and its parts.
+
+    ``batch`` holds integer batch codes, ``w`` the per-cell reconstruction weight.
+    """
+    if recon_loss == "scbean":
+        recon = scbean_reconstruction(x, out["x_hat"], w)
+    else:
+        recon = gaussian_reconstruction(x, out["x_hat"], w)
+    kl = kl_normal(out["mu"], out["logvar"])
+    domain = F.cross_entropy(out["logits"], batch, reduction="none") * x.shape[1] * domain_lambda
+    parts = {"recon": recon.mean(), "kl": kl.mean(), "domain": domain.mean()}
+    parts["loss"] = parts["recon"] + parts["kl"] + parts["domain"]
+    return parts
+
+
+def ganin_lambda(progress: float) -> float:
+    """Ganin et al. (2016) ramp 2/(1+exp(−10p)) − 1, from 0 at p=0 to ~1 at p=1."""
+    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0

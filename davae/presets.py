@@ -1,0 +1,166 @@
+"""Named hyper-parameter sets ("presets") and the override names :func:`davae.integrate` accepts.
+
+Two presets:
+
+``"scbean"``
+    DACVAE exactly as released in scbean 0.5.6 (``scbean.model.davae.fit_integration(mode='DACVAE')``):
+    batch one-hot on encoder and decoder input, hidden layers 128-64-32, latent 5, only the first
+    (reference) batch reconstructed (``loss_weight`` 1/0), the minibatch-variance reconstruction term as
+    coded (see :func:`davae.module.scbean_reconstruction`), constant gradient reversal, Adam lr 0.01,
+    20 epochs of 128 cells.
+``"default"``
+    The same network with the changes the ablation (``benchmarks/davae_ablation.py``, ``docs/davae.md``)
+    showed are needed for it to integrate real data: every batch reconstructed, a fixed-variance Gaussian
+    reconstruction term, the domain weight ramped up as in Ganin et al. (2016), a batch-free encoder input,
+    a 10-d latent, and a floor on the number of optimiser steps so small data sets are trained long enough.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+RECON_WEIGHTS = ("all", "reference")
+RECON_LOSSES = ("scbean", "gaussian")
+LAMBDA_SCHEDULES = ("constant", "ganin")
+
+
+@dataclass(frozen=True)
+class DAVAEParams:
+    """All hyper-parameters of a DAVAE run (a preset plus overrides).
+
+    Parameters
+    ----------
+    hidden_layers
+        Encoder hidden widths; the decoder mirrors them. scbean's ``hidden_layers=[128, 64, 32, 5]`` is
+        ``hidden_layers=(128, 64, 32), latent_dim=5`` here.
+    latent_dim
+        Size of the latent space ``z`` (``obsm['X_davae']``).
+    encoder_batch, decoder_batch
+        Concatenate the batch one-hot to the encoder / decoder input (scbean's DACVAE: both; DAVAE: neither).
+    dropout_encoder, dropout_decoder, dropout_classifier
+        Dropout after each hidden layer of the three networks.
+    classifier_hidden
+        Width of the domain classifier's single hidden layer.
+    recon_weight
+        ``"reference"``: only cells of the reference batch are reconstructed (scbean's ``loss_weight`` = 1
+        for the first data set, 0 for the others); ``"all"``: every cell.
+    reference_batch
+        Batch whose cells are reconstructed under ``recon_weight="reference"``; ``None`` = first category.
+    recon_loss
+        ``"scbean"``: the released minibatch-variance term; ``"gaussian"``: ``½·Σ_j (x − x̂)²`` (unit variance).
+    domain_lambda
+        Weight λ of the domain-classifier cross-entropy (multiplied by the number of genes, as released).
+    lambda_schedule
+        ``"constant"``: λ from the first step; ``"ganin"``: λ·(2/(1+exp(−10p)) − 1), p = training progress.
+    epochs
+        Passes over the data.
+    min_steps
+        Floor on optimiser steps: epochs are raised to ``ceil(min_steps / steps_per_epoch)`` (0 = off).
+    batch_size
+        Cells per minibatch.
+    lr, adam_eps, weight_decay
+        Adam settings (scbean: Keras Adam, lr 0.01, eps 1e-7).
+    n_top_genes, target_sum
+        Preprocessing when ``preprocess=True``: per-batch ``normalize_total(target_sum)`` + ``log1p``,
+        Seurat-flavour HVG per batch ranked by the number of batches, top ``n_top_genes``.
+    """
+
+    hidden_layers: tuple[int, ...] = (128, 64, 32)
+    latent_dim: int = 10
+    encoder_batch: bool = False
+    decoder_batch: bool = True
+    dropout_encoder: float = 0.1
+    dropout_decoder: float = 0.1
+    dropout_classifier: float = 0.01
+    classifier_hidden: int = 16
+    recon_weight: str = "all"
+    reference_batch: str | None = None
+    recon_loss: str = "gaussian"
+    domain_lambda: float = 1.0
+    lambda_schedule: str = "ganin"
+    epochs: int = 20
+    min_steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    adam_eps: float = 1e-7
+    weight_decay: float = 0.0
+    n_top_genes: int = 2000
+    target_sum: float = 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden_layers"] = list(self.hidden_layers)
+        return d
+
+
+PRESETS: dict[str, DAVAEParams] = {
+    "scbean": DAVAEParams(
+        hidden_layers=(128, 64, 32),
+        latent_dim=5,
+        encoder_batch=True,
+        decoder_batch=True,
+        dropout_encoder=0.1,
+        dropout_decoder=0.1,
+        dropout_classifier=0.01,
+        recon_weight="reference",
+        recon_loss="scbean",
+        domain_lambda=1.0,
+        lambda_schedule="constant",
+        epochs=20,
+        min_steps=0,
+        batch_size=128,
+        lr=0.01,
+    ),
+    "default": DAVAEParams(),
+}
+
+OVERRIDE_NAMES = tuple(f.name for f in fields(DAVAEParams))
+
+
+def get_params(preset: str | DAVAEParams = "default", **overrides: Any) -> DAVAEParams:
+    """Resolve a preset name (or params object) plus keyword overrides into a checked :class:`DAVAEParams`."""
+    if isinstance(preset, DAVAEParams):
+        base = preset
+    else:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        base = PRESETS[preset]
+    unknown = sorted(set(overrides) - set(OVERRIDE_NAMES))
+    if unknown:
+        raise ValueError(f"unknown DAVAE parameter(s) {unknown}; valid names: {', '.join(OVERRIDE_NAMES)}")
+    overrides = copy.deepcopy(overrides)
+    if "hidden_layers" in overrides:
+        hl = overrides["hidden_layers"]
+        if isinstance(hl, str):
+            hl = [int(v) for v in hl.split(",") if v.strip()]
+        overrides["hidden_layers"] = tuple(int(v) for v in hl)
+    params = replace(base, **overrides)
+    _check(params)
+    return params
+
+
+def _check(p: DAVAEParams) -> None:
+    if not p.hidden_layers or any(int(h) < 1 for h in p.hidden_layers):
+        raise ValueError(f"hidden_layers must be positive widths, got {list(p.hidden_layers)}")
+    for name in ("latent_dim", "epochs", "batch_size", "classifier_hidden", "n_top_genes"):
+        if int(getattr(p, name)) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(p, name)}")
+    if p.batch_size < 2:
+        raise ValueError("batch_size must be >= 2 (batch normalisation needs two cells)")
+    if p.min_steps < 0:
+        raise ValueError(f"min_steps must be >= 0, got {p.min_steps}")
+    for name in ("dropout_encoder", "dropout_decoder", "dropout_classifier"):
+        if not 0.0 <= getattr(p, name) < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {getattr(p, name)}")
+    if p.domain_lambda < 0:
+        raise ValueError(f"domain_lambda must be >= 0, got {p.domain_lambda}")
+    if p.lr <= 0:
+        raise ValueError(f"lr must be > 0, got {p.lr}")
+    if p.recon_weight not in RECON_WEIGHTS:
+        raise ValueError(f"recon_weight must be one of {RECON_WEIGHTS}, got {p.recon_weight!r}")
+    if p.recon_loss not in RECON_LOSSES:
+        raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got {p.recon_loss!r}")
+    if p.lambda_schedule not in LAMBDA_SCHEDULES:
+        raise ValueError(f"lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {p.lambda_schedule!r}")
