@@ -8,6 +8,7 @@ layouts of the paper's files without a network. The builders are imported by tes
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import tarfile
@@ -163,6 +164,8 @@ def test_read_10x_mtx_targz_and_folder(tmp_path):
     with tarfile.open(p) as tar:
         tar.extractall(tmp_path / "unpacked")
     assert (read_10x_mtx(tmp_path / "unpacked").X != b.X).nnz == 0
+    dot = write_10x_mtx_targz(tmp_path / "dot.tar.gz", a, folder="./filtered_gene_bc_matrices/hg19")
+    assert (read_10x_mtx(dot).X != b.X).nnz == 0  # tar members named './…'
 
 
 @pytest.mark.parametrize("as_tar", [True, False])
@@ -190,7 +193,9 @@ def test_villani_dc_tpm_plates_to_batches_and_type_filter(tmp_path):
     t = rng.choice(types, a.n_obs)
     pl = rng.choice(plates, a.n_obs)
     ids = [f"{x}_{p}_{chr(65 + i % 8)}{i % 12 + 1}x{i}" for i, (x, p) in enumerate(zip(t, pl))]
-    p = write_geo_txt_gz(tmp_path / "GSE94820_raw.expMatrix_DCnMono.discovery.set.submission.txt.gz", a, ids)
+    key = "villani/GSE94820_raw.expMatrix_DCnMono.discovery.set.submission.txt.gz"
+    (tmp_path / "villani").mkdir()
+    p = write_geo_txt_gz(tmp_path / key, a, ids)
     n_dc = int((t != "Mono").sum())
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -203,9 +208,12 @@ def test_villani_dc_tpm_plates_to_batches_and_type_filter(tmp_path):
     assert out.obs["batch"].dtype == "category" and sparse.isspmatrix_csr(out.X)
     row = prov(out)[0]
     assert row["status"] == "mismatch" and row["cells"] == n_dc and row["expected_cells"] == 768
+    (tmp_path / "lock.yaml").write_text(f"files:\n  {key}:\n    sha256: abc\n    date: '2026-01-01T00:00:00Z'\n")
     table = provenance_table(out.uns["provenance"], application="dendritic",
-                             sources={"matrix": {"url": "http://127.0.0.1/x"}})
-    assert table.loc[0, "sha256"] and table.loc[0, "status"] == "mismatch"
+                             sources={key: {"url": "http://127.0.0.1/x"}}, lock_path=tmp_path / "lock.yaml")
+    t = table.iloc[0]
+    assert (t["file"], t["url"], t["downloaded"], t["status"]) == (key, "http://127.0.0.1/x", "2026-01-01T00:00:00Z", "mismatch")
+    assert t["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()  # of the file as read, not the lock's
     with pytest.raises(ValueError, match="plate_batches"):
         readers.villani_dc({"matrix": str(p)}, plate_batches={"batch1": ["P7"]})
 
@@ -360,3 +368,16 @@ def test_registry_exposes_the_paper_readers():
     from davae_study.data import READERS
 
     assert {"villani_dc", "tenx_293t_jurkat", "pbmc_rna_atac", "visium_mouse_brain", "hca_immune"} <= set(READERS)
+
+
+def test_reader_output_feeds_prepare(tmp_path):
+    """A reader's AnnData goes through the study's prepare step unchanged (contract check, TPM and sparse)."""
+    from davae_study.prepare import prepare
+
+    a = small_cellbench()
+    p1 = write_10x_h5(tmp_path / "cb.h5", a[:100], version=2, barcodes=[f"MantonCB1_HiSeq_1-{i}" for i in range(100)])
+    p2 = write_10x_h5(tmp_path / "bm.h5", a[100:200], version=2, barcodes=[f"MantonBM1_HiSeq_1-{i}" for i in range(100)])
+    raw = readers.hca_immune({"cord_blood": str(p1), "bone_marrow": str(p2)})
+    out = prepare(raw, n_top_genes=100)
+    assert out.n_obs == 200 and sparse.issparse(out.layers["counts"])
+    assert list(out.obs["batch"].cat.categories) == ["bone_marrow", "cord_blood"]

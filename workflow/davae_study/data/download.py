@@ -120,7 +120,7 @@ def read_lock(lock_path: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
 def _locked(lock_path: Path):
     """Hold an exclusive advisory lock beside the lock file (parallel download jobs update it)."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path.with_name(lock_path.name + ".flock"), "a") as fh:
+    with open(lock_path.with_name(f".{lock_path.name}.flock"), "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import os
+import posixpath
 import tarfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -108,7 +109,7 @@ def read_10x_mtx(path: str | os.PathLike, *, genome: str | None = None, gene_col
             mats = [n for n in mats if genome in n]
         if len(mats) != 1:
             raise ValueError(f"{path}: expected one matrix.mtx{' for genome ' + genome if genome else ''}, found {mats}; pass genome=")
-        folder = str(Path(mats[0]).parent)
+        folder = posixpath.dirname(mats[0]) or "."  # keeps a './' prefix of tar member names
 
         def find(*cands):
             for c in cands:

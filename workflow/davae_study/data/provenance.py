@@ -95,11 +95,14 @@ def provenance_table(
     out = []
     for row in rows:
         files = row.get("files") or {"": ""}
-        for key, path in files.items():
+        for role, path in files.items():
+            # the data-table key is the path's place under resources/: <dataset>/<file>
+            key = "/".join(Path(path).parts[-2:]) if path else role
+            key = key if (key in sources or key in lock) else role
             rec = lock.get(key, {})
             sha = sha256sum(path) if (hash_files and path and Path(path).is_file()) else rec.get("sha256")
             out.append({
-                "application": application, "part": row["part"], "file": key or path,
+                "application": application, "part": row["part"], "file": key,
                 "url": sources.get(key, {}).get("url", rec.get("url")), "sha256": sha,
                 "downloaded": rec.get("date"),
                 **{k: row.get(k) for k in ("cells", "expected_cells", "genes", "expected_genes", "labels",
