@@ -5,7 +5,7 @@ Schedules follow eleozzr/desc 2.1.1 (``SAE.fit`` and ``DescModel.fit_on_all``):
 * each denoising stack trains ``pretrain_epochs / 2`` epochs split over 3 learning-rate phases
   0.1, 0.01, 0.001 (``ceil(epochs / 3)`` epochs each);
 * the whole autoencoder is then fine-tuned in ``ceil(pretrain_epochs / 50)`` phases of 50 epochs at learning
-  rates 1, 0.1, 0.01, ... (300 epochs: 1 ... 1e-5);
+  rates 1, 0.1, 0.01, ... (300 epochs: 1 ... 1e-5); below 50 epochs, one phase of ``pretrain_epochs``;
 * every phase uses a fresh SGD (momentum 0.9) on MSE with Keras-style early stopping on the epoch's training
   loss (min_delta 1e-4, patience 10); mini-batches of 256 in a new random order each epoch;
 * clustering: SGD(lr 0.01, momentum 0.9) on KL(P||Q) for the encoder and the centres; each round recomputes
@@ -130,8 +130,13 @@ def pretrain_stacks(ae: DescAutoencoder, X, epochs: int, cfg: TrainConfig, rng, 
 
 
 def finetune(ae: DescAutoencoder, X, epochs: int, cfg: TrainConfig, rng, device, phase_epochs: int = 50) -> list[PhaseLog]:
-    """End-to-end fine-tuning in ``ceil(epochs / 50)`` phases at learning rates 1, 0.1, 0.01, ..."""
+    """End-to-end fine-tuning in ``ceil(epochs / 50)`` phases at learning rates 1, 0.1, 0.01, ...
+
+    Phases last 50 epochs as in DESC; below 50 total epochs the single phase lasts ``epochs`` (DESC would
+    still run 50), so that small demo/test settings cost what they say.
+    """
     log: list[PhaseLog] = []
+    phase_epochs = max(1, min(phase_epochs, epochs))
     n_phases = math.ceil(epochs / phase_epochs)
     data = to_device(X, device)
     ae.train()
