@@ -133,10 +133,18 @@ def test_unknown_param_names_the_valid_ones(ifnb, name):
     assert "not_a_param" in str(err.value)
 
 
-def test_out_of_range_dimensions_are_clear_errors(ifnb):
+def test_dimensions_are_capped_by_the_data_and_recorded(ifnb):
     from davae_study.methods import harmony, scanorama
 
-    with pytest.raises(ValueError, match="lower 'dimred'"):
-        scanorama.run(ifnb, dimred=ifnb.n_vars)
-    with pytest.raises(ValueError, match="lower 'n_pcs'"):
-        harmony.run(ifnb, n_pcs=ifnb.n_vars + 5)
+    small = ifnb[:, :20].copy()
+    res = scanorama.run(small, dimred=100)
+    assert res.obsm["X_emb"].shape[1] == 19 and res.uns["scanorama"]["dimred"] == 19
+    res = harmony.run(small, n_pcs=50, ncores=1)
+    assert res.obsm["X_emb"].shape[1] == 19 and res.uns["harmony"]["n_pcs"] == 19
+
+
+def test_harmony_pca_is_the_raw_rows_pca(ifnb, results):
+    """Harmony starts from the same PCA as the RAW reference row, so the comparison isolates Harmony."""
+    pca = pytest.importorskip("davae_study.methods.pca")
+    raw = pca.run(ifnb, seed=0, n_comps=20).obsm["X_emb"]
+    np.testing.assert_allclose(np.abs(raw), np.abs(results["harmony"].obsm["X_pca"]), atol=1e-3)

@@ -7,7 +7,8 @@ corrects the PCs for ``obs['batch']``.
 Params (config ``methods: harmony: params:``), defaults are harmonypy's unless stated:
 
 n_pcs : int, default 50
-    Principal components computed and corrected (must be below min(n_cells, n_genes)).
+    Principal components computed and corrected; capped at min(n_cells, n_genes) - 1 (the value used is
+    recorded in ``uns['harmony']['n_pcs']``). Same PCA as the RAW row (``methods/pca.py``: arpack, no scaling).
 theta : float, default 2.0
     Diversity penalty (higher = stronger mixing).
 lamb : float or None, default None
@@ -24,6 +25,7 @@ ncores : int, default 0
 Output
 ------
 obsm['X_emb'] : float32 (n_cells, n_pcs), Harmony-corrected PCs. obsm['X_pca'] : the uncorrected PCs.
+uns['harmony'] : n_pcs used, number of Harmony clusters and iterations run.
 No corrected expression (Harmony corrects the embedding only). ``device`` is ignored (CPU).
 """
 
@@ -54,7 +56,7 @@ def pca(X, n_pcs: int, seed: int = 0) -> np.ndarray:
     """Top ``n_pcs`` principal components of ``X`` (cells x genes, sparse or dense), float32."""
     import scanpy as sc
 
-    return np.asarray(sc.pp.pca(X, n_comps=n_pcs, random_state=seed, return_info=False), dtype=np.float32)
+    return np.asarray(sc.pp.pca(X, n_comps=n_pcs, random_state=seed, svd_solver="arpack"), dtype=np.float32)
 
 
 def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", **params) -> ad.AnnData:
@@ -69,13 +71,9 @@ def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", **params) -> 
     p = _resolve_params(params, DEFAULTS, "harmony")
     if "batch" not in adata.obs:
         raise ValueError("harmony: adata.obs['batch'] is missing; run the prepare step first")
-    n_obs, n_vars = adata.shape
-    n_pcs = int(p["n_pcs"])
-    if not 0 < n_pcs < min(n_obs, n_vars):
-        raise ValueError(
-            f"harmony: n_pcs={n_pcs} must be in [1, {min(n_obs, n_vars) - 1}] for {n_obs} cells x "
-            f"{n_vars} genes; lower 'n_pcs' in the config"
-        )
+    n_pcs = min(int(p["n_pcs"]), adata.n_obs - 1, adata.n_vars - 1)
+    if n_pcs < 2:
+        raise ValueError(f"harmony: needs at least 3 cells and 3 genes, got {adata.shape}")
 
     Z = pca(adata.X, n_pcs, seed)
     meta = adata.obs[["batch"]].copy()
@@ -100,4 +98,5 @@ def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", **params) -> 
     result = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy())
     result.obsm["X_emb"] = np.ascontiguousarray(Z_corr)
     result.obsm["X_pca"] = Z
+    result.uns["harmony"] = {"n_pcs": int(n_pcs), "n_clusters": int(ho.K), "iterations": len(ho.objective_harmony)}
     return result

@@ -14,7 +14,8 @@ alpha : float, default 0.1
 batch_size : int, default 5000
     Cells per block when computing correction vectors (memory, not results).
 dimred : int, default 100
-    Dimension of the integrated embedding (randomised SVD); must be below min(n_cells, n_genes).
+    Dimension of the integrated embedding (randomised SVD); capped at min(n_cells, n_genes) - 1 (the value
+    used is recorded in ``uns['scanorama']['dimred']``).
 approx : bool, default True
     Approximate nearest neighbours (Annoy) instead of exact ones.
 verbose : int, default 0
@@ -98,12 +99,9 @@ def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", **params) -> 
     p = _resolve_params(params, DEFAULTS, "scanorama")
     if not adata.var_names.is_unique:
         raise ValueError("scanorama: var_names must be unique; call adata.var_names_make_unique() first")
-    n_obs, n_vars = adata.shape
-    if not 0 < int(p["dimred"]) < min(n_obs, n_vars):
-        raise ValueError(
-            f"scanorama: dimred={p['dimred']} must be in [1, {min(n_obs, n_vars) - 1}] for "
-            f"{n_obs} cells x {n_vars} genes; lower 'dimred' in the config"
-        )
+    dimred = min(int(p["dimred"]), adata.n_obs - 1, adata.n_vars - 1)
+    if dimred < 2:
+        raise ValueError(f"scanorama: needs at least 3 cells and 3 genes, got {adata.shape}")
 
     X = _as_csr_or_dense(adata.X)
     pieces, names = _batch_pieces(adata)
@@ -116,7 +114,7 @@ def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", **params) -> 
         sigma=float(p["sigma"]),
         alpha=float(p["alpha"]),
         batch_size=int(p["batch_size"]),
-        dimred=int(p["dimred"]),
+        dimred=dimred,
         approx=bool(p["approx"]),
         verbose=p["verbose"],
         ds_names=[str(n) for n in names],
@@ -137,4 +135,5 @@ def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", **params) -> 
     result = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy())
     result.obsm["X_emb"] = emb
     result.layers["corrected"] = sp.csr_matrix(corrected, dtype=np.float32)
+    result.uns["scanorama"] = {"dimred": int(dimred), "batches": [str(n) for n in names]}
     return result
