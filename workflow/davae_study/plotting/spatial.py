@@ -72,7 +72,10 @@ def spatial_clusters(
     """
     _check_coords(clusters, "clusters table", ("cluster",))
     spots = clusters.dropna(subset=["x", "y"])
-    slices = _slices(spots) or ["(none)"]
+    if spots.empty:
+        return _message_figure("no clusters: the method failed (header-only table)" if clusters.empty
+                               else "no spot has coordinates", out_png, title)
+    slices = _slices(spots)
     colors = category_colors(clusters["cluster"].astype(str) if len(clusters) else [], "label")
     ncols = len(slices)
     legend_w = 1.1 if len(colors) <= 16 else 1.55
@@ -100,6 +103,18 @@ def spatial_clusters(
             lax.axis("off")
         if title:
             fig.suptitle(title, y=1 - 0.04 / fig_h, va="top", fontweight="bold")
+        return save_figure(fig, out_png)
+
+
+def _message_figure(message: str, out_png, title: str | None):
+    """A small figure that only says why there is nothing to draw (keeps the DAG and the report whole)."""
+    from .style import HALF_WIDTH
+
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(HALF_WIDTH, 1.2))
+        empty_panel(ax, message)
+        if title:
+            ax.set_title(title, fontweight="bold")
         return save_figure(fig, out_png)
 
 
