@@ -13,7 +13,7 @@ import os
 import posixpath
 import tarfile
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import anndata as ad
 import h5py
@@ -27,7 +27,9 @@ __all__ = ["read_10x_h5", "read_10x_mtx", "read_visium_spatial", "read_geo_table
 
 def _str(a) -> np.ndarray:
     a = np.asarray(a)
-    return a.astype(str) if a.dtype.kind in "US" else np.array([x.decode() if isinstance(x, bytes) else str(x) for x in a])
+    if a.dtype.kind in "US":
+        return a.astype(str)
+    return np.array([x.decode() if isinstance(x, bytes) else str(x) for x in a])
 
 
 def _finish(X: sparse.spmatrix, obs_names: Sequence[str], var: pd.DataFrame) -> ad.AnnData:
@@ -108,7 +110,8 @@ def read_10x_mtx(path: str | os.PathLike, *, genome: str | None = None, gene_col
         if genome is not None:
             mats = [n for n in mats if genome in n]
         if len(mats) != 1:
-            raise ValueError(f"{path}: expected one matrix.mtx{' for genome ' + genome if genome else ''}, found {mats}; pass genome=")
+            which = f" for genome {genome}" if genome else ""
+            raise ValueError(f"{path}: expected one matrix.mtx{which}, found {mats}; pass genome=")
         folder = posixpath.dirname(mats[0]) or "."  # keeps a './' prefix of tar member names
 
         def find(*cands):
@@ -158,7 +161,8 @@ def read_visium_spatial(path: str | os.PathLike, barcodes: Sequence[str], *, lib
     elif "tissue_positions.csv" in names:  # Space Ranger 2.x: header
         pos = pd.read_csv(io.BytesIO(read("tissue_positions.csv")))
     else:
-        raise ValueError(f"{path}: no tissue_positions_list.csv / tissue_positions.csv; is this a Visium spatial folder?")
+        raise ValueError(f"{path}: no tissue_positions_list.csv / tissue_positions.csv; "
+                         "is this a Visium spatial folder?")
     pos = pos.set_index("barcode")
     missing = pd.Index(barcodes).difference(pos.index)
     if len(missing):

@@ -57,7 +57,9 @@ def _concat(parts: Mapping[str, ad.AnnData]) -> ad.AnnData:
 DEFAULT_SOURCES = "config/data_sources.yaml"
 
 
-def expected_for(paths: Mapping[str, str], sources: str | os.PathLike | Mapping | None = DEFAULT_SOURCES) -> dict[str, dict]:
+def expected_for(
+    paths: Mapping[str, str], sources: str | os.PathLike | Mapping | None = DEFAULT_SOURCES
+) -> dict[str, dict]:
     """``{role: expected shape}`` from the data table's ``expected:`` of each role's file.
 
     A file is matched to its data-table key ``<dataset>/<file>`` by the last two parts of its path (its place
@@ -167,8 +169,8 @@ def tenx_293t_jurkat(
     parts["mixture"].obs["cell_type"] = mix
     for role, a in parts.items():
         _categorical(a, "batch", "cell_type")
-        rows.append(shape_check(a, role, {role: paths[role], **({"labels": paths["labels"]} if role == "mixture" else {})},
-                                (expected or {}).get(role), note=note if role == "mixture" else ""))
+        files = {role: paths[role], **({"labels": paths["labels"]} if role == "mixture" else {})}
+        rows.append(shape_check(a, role, files, (expected or {}).get(role), note=note if role == "mixture" else ""))
     out = _concat(parts)
     out.uns["counts_kind"] = "counts"
     out.uns["provenance"] = rows_to_uns(rows)
@@ -263,7 +265,8 @@ def pbmc_rna_atac(
         rna.obs["cell_type"] = lab.reindex(rna.obs_names).to_numpy()
         route = f"label file {Path(paths['rna_labels']).name} ({int(rna.obs['cell_type'].notna().sum())} cells matched)"
     else:
-        rna.obs["cell_type"] = annotate_by_markers(rna, markers or PBMC_MARKERS, resolution=marker_resolution).to_numpy()
+        labels = annotate_by_markers(rna, markers or PBMC_MARKERS, resolution=marker_resolution)
+        rna.obs["cell_type"] = labels.to_numpy()
         route = "marker-gene annotation of Leiden clusters (approximate; see docs/data.md)"
     rows.append(shape_check(_categorical(rna, "cell_type"), "rna", {"rna": paths["rna"]}, expected.get("rna"),
                             note=f"labels: {route}"))
@@ -321,7 +324,8 @@ def visium_mouse_brain(
         a, uns = _read_visium(paths[sec], paths[f"{sec}_spatial"], library_id=sec)
         a.obs["batch"], a.obs["role"], a.obs["modality"], a.obs["cell_type"] = sec, "query", "visium", np.nan
         spatial_uns.update(uns)
-        rows.append(shape_check(a, sec, {sec: paths[sec], f"{sec}_spatial": paths[f"{sec}_spatial"]}, expected.get(sec)))
+        files = {sec: paths[sec], f"{sec}_spatial": paths[f"{sec}_spatial"]}
+        rows.append(shape_check(a, sec, files, expected.get(sec)))
         parts[sec] = a
     if include_reference:
         _need(paths, "reference", "reference_metadata", reader="visium_mouse_brain")
