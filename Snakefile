@@ -1,0 +1,19 @@
+# DAVAE benchmark study: the paper's five applications (config/config.yaml) or the embedded offline demo
+# (config/demo.yaml). Rule → script → function: see workflow/davae_study/pipeline.py and docs/CONTRACTS.md.
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/core.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

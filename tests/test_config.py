@@ -1,0 +1,51 @@
+import copy
+
+import pytest
+import yaml
+
+from davae_study.config import ConfigError, check_config, merged_method_params
+
+from conftest import REPO
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _load(name):
+    with open(REPO / "config" / name) as fh:
+        return yaml.safe_load(fh)
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "config.yaml"])
+def test_shipped_configs_are_valid(name):
+    check_config(_load(name), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "mutate, where",
+    [
+        (lambda c: c.__setitem__("sed", 1), "allowed keys"),
+        (lambda c: c.__setitem__("seed", -1), "at seed"),
+        (lambda c: c.__setitem__("device", "gpu"), "at device"),
+        (lambda c: c["applications"]["samples"].__setitem__("methods", ["pca", "seurat"]), "'seurat' has no entry"),
+        (lambda c: c["applications"]["samples"]["prepare"].__setitem__("n_top_genes", "many"), "n_top_genes"),
+        (lambda c: c["applications"]["samples"]["input"].pop("reader"), "'reader' is a required property"),
+        (lambda c: c["methods"]["pca"].__setitem__("resources", {"mem": 3}), "applications|methods.pca.resources"),
+    ],
+)
+def test_bad_config_one_line_error(mutate, where):
+    cfg = copy.deepcopy(_load("demo.yaml"))
+    mutate(cfg)
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg, SCHEMA)
+    msg = str(err.value)
+    assert "\n" not in msg and "config/README.md" in msg or "add methods." in msg
+    import re
+
+    assert re.search(where, msg), msg
+
+
+def test_method_params_merge():
+    cfg = _load("demo.yaml")
+    cfg["applications"]["samples"]["method_params"] = {"davae": {"epochs": 3}}
+    params = merged_method_params(cfg, "samples", "davae")
+    assert params["epochs"] == 3 and params["preset"] == "default"

@@ -1,0 +1,214 @@
+"""One function per workflow step, over file paths: what each Snakemake script calls.
+
+Each function reads its inputs, calls the library, and writes its outputs atomically, so a rule's script is
+one call and every step can be run (and tested) without Snakemake. Rule → script → function:
+
+=================  ==============================  ==========================
+rule               script                          function
+=================  ==============================  ==========================
+prepare            workflow/scripts/prepare.py     :func:`prepare_application`
+integrate          workflow/scripts/integrate.py   :func:`integrate`
+umap               workflow/scripts/umap.py        :func:`umap`
+evaluate           workflow/scripts/evaluate.py    :func:`evaluate`
+aggregate_metrics  workflow/scripts/aggregate.py   :func:`aggregate_metrics`
+summary            workflow/scripts/summary.py     :func:`summarise_applications`
+=================  ==============================  ==========================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .io import read_tsv, write_h5ad, write_tsv
+
+log = logging.getLogger("davae_study")
+
+TIDY_COLUMNS = ["application", "method", "metric", "group", "value", "n", "note"]
+
+
+@contextlib.contextmanager
+def logged(path: str | os.PathLike | None) -> Iterator[None]:
+    """Send logging, warnings and stderr of the block to ``path`` (a rule's ``log:`` file)."""
+    if path is None:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        handler = logging.StreamHandler(fh)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        old_level = root.level
+        root.setLevel(logging.INFO)
+        logging.captureWarnings(True)
+        try:
+            with contextlib.redirect_stderr(fh), contextlib.redirect_stdout(fh):
+                yield
+        except BaseException:
+            log.exception("step failed")
+            raise
+        finally:
+            logging.captureWarnings(False)
+            root.removeHandler(handler)
+            root.setLevel(old_level)
+
+
+def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def prepare_application(
+    paths: Mapping[str, str],
+    input_spec: Mapping[str, Any],
+    prepare_params: Mapping[str, Any],
+    out_h5ad: str,
+    out_obs: str,
+) -> ad.AnnData:
+    """Read an application's input files, prepare them, write ``prepared.h5ad`` and its ``obs.tsv``."""
+    from .data import read_application
+    from .prepare import prepare
+
+    raw = read_application(input_spec, paths)
+    log.info("read %s cells x %s genes from %s", raw.n_obs, raw.n_vars, dict(paths))
+    provenance = {"reader": input_spec["reader"], "files": {k: str(p) for k, p in paths.items()},
+                  "sha256": {k: sha256(p) for k, p in paths.items() if Path(p).is_file()}}
+    prepared = prepare(raw, provenance=provenance, **dict(prepare_params))
+    log.info("prepared %s cells x %s genes, batches %s", prepared.n_obs, prepared.n_vars,
+             prepared.obs["batch"].value_counts().to_dict())
+    write_h5ad(prepared, out_h5ad)
+    write_tsv(prepared.obs.rename_axis("cell").reset_index(), out_obs)
+    return prepared
+
+
+def integrate(prepared_path: str, out_h5ad: str, *, method: str, module: str | None, params: Mapping[str, Any],
+              seed: int = 0, device: str = "auto", on_error: str = "record", threads: int | None = None) -> ad.AnnData:
+    """Run one method on ``prepared.h5ad`` and write ``integrated/<method>.h5ad`` (also when it failed)."""
+    from .methods import run_method
+
+    if threads:
+        _limit_threads(threads)
+    prepared = ad.read_h5ad(prepared_path)
+    result = run_method(method, prepared, module=module, params=params, seed=seed, device=device, on_error=on_error)
+    info = result.uns["method"]
+    log.info("method %s: %s in %.1f s %s", method, info["status"], info["wall_s"], info.get("error", ""))
+    write_h5ad(result, out_h5ad)
+    return result
+
+
+def _limit_threads(n: int) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(int(n))
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def method_failed(adata: ad.AnnData) -> str | None:
+    """The error message of a failed method record, or None when the method succeeded."""
+    info = adata.uns.get("method", {})
+    if info.get("status") == "failed" or "X_emb" not in adata.obsm:
+        return str(info.get("error") or "no embedding")
+    return None
+
+
+def umap(integrated_path: str, out_tsv: str, *, n_neighbors: int = 15, min_dist: float = 0.5, seed: int = 0) -> pd.DataFrame:
+    """2-D UMAP of ``obsm['X_emb']`` written as ``cell, umap1, umap2`` (header only for a failed method)."""
+    import scanpy as sc
+
+    adata = ad.read_h5ad(integrated_path)
+    if method_failed(adata):
+        table = pd.DataFrame(columns=["cell", "umap1", "umap2"])
+    else:
+        work = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names))
+        work.obsm["X_emb"] = adata.obsm["X_emb"]
+        sc.pp.neighbors(work, use_rep="X_emb", n_neighbors=min(n_neighbors, adata.n_obs - 1), random_state=seed)
+        sc.tl.umap(work, min_dist=min_dist, random_state=seed)
+        xy = work.obsm["X_umap"]
+        table = pd.DataFrame({"cell": adata.obs_names, "umap1": xy[:, 0], "umap2": xy[:, 1]})
+    write_tsv(table, out_tsv)
+    return table
+
+
+def evaluate(integrated_path: str, out_tsv: str, out_repeats: str, *, application: str, method: str,
+             params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Score one method's embedding; write the tidy table and the per-repeat table."""
+    from .metrics import evaluate as evaluate_metrics
+
+    adata = ad.read_h5ad(integrated_path)
+    tidy, repeats = evaluate_metrics(adata, application=application, method=method, params=dict(params or {}))
+    write_tsv(tidy, out_tsv)
+    write_tsv(repeats, out_repeats)
+    return tidy
+
+
+def aggregate_metrics(paths: Sequence[str], out_tsv: str) -> pd.DataFrame:
+    """Concatenate per-method tidy tables (and transfer metric tables) into one application table."""
+    tables = [read_tsv(p) for p in paths]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=TIDY_COLUMNS)
+    write_tsv(table, out_tsv)
+    return table
+
+
+def summarise_applications(paths: Sequence[str], out_tsv: str) -> pd.DataFrame:
+    """Concatenate application tables and add the cross-method scores (Tran's normalisation and F1)."""
+    from .metrics import summarise
+
+    table = pd.concat([read_tsv(p) for p in paths], ignore_index=True)
+    summary = summarise(table)
+    write_tsv(summary, out_tsv)
+    return summary
+
+
+__all__ = [
+    "TIDY_COLUMNS", "aggregate_metrics", "evaluate", "integrate", "logged", "method_failed",
+    "prepare_application", "summarise_applications", "umap", "sha256",
+]
+
+
+# --- figures: from cached tables only, never from integration outputs -----------------------------------
+
+
+def figure_umap_grid(umap_paths: Mapping[str, str], obs_path: str, out_png: str, *, title: str | None = None) -> None:
+    """UMAP grid (rows: batch, cell type; one column per method) from ``umap/<method>.tsv`` and ``obs.tsv``."""
+    from .plotting import umap_grid
+
+    obs = read_tsv(obs_path).set_index("cell")
+    umap_grid({m: read_tsv(p) for m, p in umap_paths.items()}, obs, out_png, title=title)
+
+
+def figure_ari(metrics_path: str, out_png: str, *, title: str | None = None) -> None:
+    """ARI cell type vs 1 − ARI batch, one dot per method."""
+    from .plotting import ari_scatter
+
+    ari_scatter(read_tsv(metrics_path), out_png, title=title)
+
+
+def figure_kbet(metrics_path: str, repeat_paths: Sequence[str], out_png: str, *, title: str | None = None) -> None:
+    """kBET acceptance vs neighbourhood size, spread over repeats."""
+    from .plotting import kbet_curves
+
+    repeats = [read_tsv(p) for p in repeat_paths]
+    repeats = pd.concat(repeats, ignore_index=True) if repeats else None
+    kbet_curves(read_tsv(metrics_path), repeats, out_png, title=title)
+
+
+def figure_summary(summary_path: str, out_png: str) -> None:
+    """Methods × metrics heatmap across applications."""
+    from .plotting import summary_heatmap
+
+    summary_heatmap(read_tsv(summary_path), out_png)

@@ -1,0 +1,81 @@
+# Config loading and validation, and the input functions every rule file uses.
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+# The study library lives inside workflow/; make it importable without an install (make installs it too).
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+from davae_study.config import ConfigError, check_config, merged_method_params  # noqa: E402
+
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+
+try:
+    check_config(config, SCHEMA)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+validate(config, schema=str(SCHEMA))
+
+APPS = list(config["applications"])
+
+
+wildcard_constraints:
+    app="|".join(APPS),
+    method="[A-Za-z0-9_]+",
+
+
+def app_methods(app):
+    return config["applications"][app]["methods"]
+
+
+def app_input_files(wildcards):
+    """Input files of an application (file key → path); download rules produce those under resources/."""
+    return config["applications"][wildcards.app]["input"]["files"]
+
+
+def method_entry(wildcards):
+    if wildcards.method not in app_methods(wildcards.app):
+        raise WorkflowError(
+            f"method {wildcards.method!r} is not configured for application {wildcards.app!r} "
+            f"(applications.{wildcards.app}.methods: {app_methods(wildcards.app)})"
+        )
+    return config["methods"][wildcards.method]
+
+
+def method_params(wildcards):
+    return merged_method_params(config, wildcards.app, wildcards.method)
+
+
+def method_resource(key, default):
+    def get(wildcards, attempt):
+        value = config["methods"][wildcards.method].get("resources", {}).get(key, default)
+        # memory and time grow with each retry (profiles set retries)
+        return value * attempt if key in ("mem_mb", "runtime") else value
+
+    return get
+
+
+def method_threads(wildcards):
+    return config["methods"][wildcards.method].get("threads", 2)
+
+
+def per_method(pattern):
+    """Expand a results pattern over one application's methods."""
+
+    def files(wildcards):
+        return expand(pattern, app=wildcards.app, method=app_methods(wildcards.app))
+
+    return files
+
+
+def app_figures(app):
+    return expand(
+        "results/{app}/figures/{figure}.png", app=app, figure=config["applications"][app].get("figures", FIGURES)
+    )
+
+
+def all_outputs():
+    out = expand("results/{app}/metrics.tsv", app=APPS)
+    for app in APPS:
+        out += app_figures(app)
+    return out + ["results/summary.tsv", "results/figures/summary.png"]
