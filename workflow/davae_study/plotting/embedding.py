@@ -169,7 +169,7 @@ def umap_grid(
                 if col == 0:
                     ax.set_ylabel(row_name, labelpad=1)
                 if not len(df):
-                    empty_panel(ax, f"{method_label(method)}\nfailed")
+                    empty_panel(ax, f"{method_label(method)}\nfailed", frame=True)
                     if col == 0:
                         ax.yaxis.set_visible(True)
                         ax.set_ylabel(row_name, labelpad=1)

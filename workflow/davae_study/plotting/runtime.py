@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 from .style import FULL_WIDTH, figure_style, method_color, method_label, order_methods, save_figure
 
@@ -99,6 +99,7 @@ def runtime_scaling(bench: pd.DataFrame, out_png: str | os.PathLike, *, title: s
             ax.set_yscale("log")
             ax.set_xticks(sizes)
             ax.set_xticklabels([_cells_label(s) for s in sizes])
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.minorticks_off()
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.set_xlabel("cells")

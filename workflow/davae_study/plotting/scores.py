@@ -251,7 +251,8 @@ def kbet_curves(
     """
     _check_tidy(metrics, "metrics table")
     avg, per_type, rep = _kbet_frames(metrics, repeats)
-    methods = order_methods(pd.concat([avg["method"], per_type["method"]]).unique())
+    # every method with kBET rows, including failed ones (NaN rows under group 'all'): listed as "no values"
+    methods = order_methods(metrics.loc[metrics["metric"] == "kbet_acceptance", "method"].unique())
     types = sorted(per_type["celltype"].unique(), key=str) if by_celltype else []
     panels = [(None, "all cell types (mean)")] + [(t, str(t)) for t in types]
     ncols = 1 if len(panels) == 1 else min(4, len(panels))

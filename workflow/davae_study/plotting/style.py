@@ -172,7 +172,7 @@ def category_colors(values: Sequence | pd.Series | pd.Index, kind: str = "label"
 
 def point_size(n: int, panel_inches: float = 1.5) -> float:
     """Marker area (pt²) for a scatter of ``n`` points in a panel ``panel_inches`` wide (scanpy-like)."""
-    return float(np.clip(2000.0 * panel_inches**2 / max(n, 1), 0.3, 12.0))
+    return float(np.clip(1200.0 * panel_inches**2 / max(n, 1), 0.3, 8.0))
 
 
 _RC = {
@@ -228,11 +228,14 @@ def save_figure(fig: matplotlib.figure.Figure, out_png: str | os.PathLike) -> tu
     return out_png, out_pdf
 
 
-def empty_panel(ax: matplotlib.axes.Axes, message: str) -> None:
-    """Blank an axis and write ``message`` in its centre (failed method, missing gene, no data)."""
+def empty_panel(ax: matplotlib.axes.Axes, message: str, frame: bool = False) -> None:
+    """Blank an axis and write ``message`` in its centre (failed method, missing gene, no data);
+    ``frame`` keeps a light outline so the panel reads as part of a grid."""
     ax.set_xticks([])
     ax.set_yticks([])
     for sp in ax.spines.values():
-        sp.set_visible(False)
+        sp.set_visible(frame)
+        sp.set_color("0.85")
+        sp.set_linewidth(0.4)
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="0.4", fontsize=6.5,
             wrap=True)

@@ -1,0 +1,210 @@
+"""Path-level figure renderers (what the Snakemake figure rules call) on results files built from real data.
+
+The results files follow docs/CONTRACTS.md and are produced here by the study's own code where it exists:
+metrics tables by ``davae_study.metrics.evaluate``/``summarise`` on real embeddings (PCA of ifnb1k), obs
+and prepared.h5ad written from the real cells. As in test_plotting_panels.py, what has no offline real
+format is synthesised from the real cells: spot coordinates on a grid, and a peak matrix whose peaks split
+each cell's real counts of six genes (with a matching hand-written GTF).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from davae_study.io import write_tsv  # noqa: E402
+from davae_study.plotting.render import RENDERERS, read_obs, render_rule  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+IFNB = DATA / "seuratTools_ifnb1k.h5ad"
+GENES = ["LYN", "VCAN", "CCL5", "BANK1", "SULF2", "LDHB"]
+
+pytestmark = pytest.mark.shared_data
+
+
+def named(**items):
+    """A Snakemake-style Namedlist (what ``snakemake.input``/``params`` are) from keyword items; list
+    values become named slices, as Snakemake builds them for list-valued inputs."""
+    from snakemake.iocontainers import Namedlist
+
+    nl = Namedlist()
+    for key, val in items.items():
+        start = len(nl)
+        if isinstance(val, list):
+            nl.extend(str(v) for v in val)
+            nl._set_name(key, start, len(nl))
+        else:
+            nl.append(val if not isinstance(val, Path) else str(val))
+            nl._set_name(key, start)
+    return nl
+
+
+CALLED: set[str] = set()
+
+
+def run_rule(renderer: str, out: Path, params: dict | None = None, **inputs) -> Path:
+    CALLED.add(renderer)
+    p = dict(params or {})
+    smk = SimpleNamespace(input=named(**inputs), output=named(png=str(out), pdf=str(out.with_suffix(".pdf"))),
+                          params=named(renderer=renderer, **p))
+    render_rule(smk)
+    assert out.stat().st_size > 5_000 and out.with_suffix(".pdf").stat().st_size > 1_000
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A results/<app>/ tree of real-data files in the contract formats."""
+    if not IFNB.exists():
+        pytest.skip(f"shared test data not found at {IFNB}")
+    import anndata as ad
+    import scanpy as sc
+    from sklearn.cluster import KMeans
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from davae_study.metrics import evaluate, summarise
+
+    root = tmp_path_factory.mktemp("results")
+    a = ad.read_h5ad(IFNB)
+    counts = a.X.copy()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    sc.pp.pca(a, n_comps=10, random_state=0)
+    a.layers["counts"] = counts
+    a.obs["modality"] = np.where(a.obs["batch"] == "CTRL", "RNA", "ATAC")
+    a.obs["role"] = np.where(a.obs["batch"] == "CTRL", "reference", "query")
+    # synthetic spot grid (see module docstring)
+    xy = np.zeros((a.n_obs, 2))
+    for sl in ("CTRL", "STIM"):
+        idx = np.flatnonzero(a.obs["batch"] == sl)
+        side = int(np.ceil(np.sqrt(len(idx))))
+        r, c = np.divmod(np.arange(len(idx)), side)
+        xy[idx] = np.column_stack([c * 100.0 + 50 * (r % 2), r * 87.0])
+    a.obsm["spatial"] = xy
+    a.write_h5ad(root / "prepared.h5ad")
+    write_tsv(a.obs.rename_axis("cell").reset_index(), root / "obs.tsv")
+
+    embs = {"pca": a.obsm["X_pca"], "davae": a.obsm["X_pca"][:, :4]}
+    paths = {"umap": {}, "repeats": []}
+    tidy_all = []
+    for m, x in embs.items():
+        write_tsv(pd.DataFrame({"cell": a.obs_names, "umap1": x[:, 0], "umap2": x[:, 1]}), root / f"umap_{m}.tsv")
+        paths["umap"][m] = root / f"umap_{m}.tsv"
+        b = ad.AnnData(obs=a.obs[["batch", "cell_type"]].copy(), obsm={"X_emb": x})
+        tidy, rep = evaluate(b, application="samples", method=m,
+                             params={"kbet": {"n_repeat": 5}, "ari": {"n_iter": 3}, "enabled": ["ari", "kbet", "lisi"]})
+        write_tsv(rep, root / f"{m}.repeats.tsv")
+        paths["repeats"].append(root / f"{m}.repeats.tsv")
+        tidy_all.append(tidy)
+    # a failed method: header-only UMAP, NaN metric rows (what the pipeline writes)
+    write_tsv(pd.DataFrame(columns=["cell", "umap1", "umap2"]), root / "umap_desc.tsv")
+    paths["umap"]["desc"] = root / "umap_desc.tsv"
+    failed = evaluate(ad.AnnData(obs=a.obs[["batch", "cell_type"]].copy(), uns={"method": {"status": "failed",
+                      "error": "RuntimeError: boom"}}), application="samples", method="desc")[0]
+    metrics = pd.concat(tidy_all + [failed], ignore_index=True)
+    write_tsv(metrics, root / "metrics.tsv")
+    write_tsv(summarise(pd.concat([metrics, metrics.assign(application="compositions")])), root / "summary.tsv")
+
+    ref = (a.obs["batch"] == "CTRL").to_numpy()
+    knn = KNeighborsClassifier(15).fit(a.obsm["X_pca"][ref], a.obs["cell_type"][ref].astype(str))
+    prob = knn.predict_proba(a.obsm["X_pca"][~ref])
+    tr = pd.DataFrame(prob, columns=[f"prob:{c}" for c in knn.classes_])
+    tr.insert(0, "confidence", prob.max(1))
+    tr.insert(0, "predicted", knn.classes_[prob.argmax(1)])
+    tr.insert(0, "cell", a.obs_names[~ref])
+    write_tsv(tr, root / "transfer.tsv")
+    cl = KMeans(8, n_init=1, random_state=0).fit_predict(a.obsm["X_pca"])
+    write_tsv(pd.DataFrame({"cell": a.obs_names, "batch": a.obs["batch"].to_numpy(), "cluster": cl, "x": xy[:, 0],
+                            "y": xy[:, 1], "resolution": 1.0}), root / "clusters.tsv")
+
+    # synthetic peaks + GTF; barcodes without the ':<part>' suffix that concatenation adds to cell names
+    rng = np.random.default_rng(0)
+    names, cols, gtf = [], [], []
+    for gi, g in enumerate(GENES):
+        start = 2_000_000 + gi * 400_000
+        strand = "+" if gi % 2 == 0 else "-"
+        gtf.append(f'chr{gi + 1}\ttest\tgene\t{start}\t{start + 20_000}\t.\t{strand}\t.\tgene_id "G{gi}"; gene_name "{g}";')
+        v = np.asarray(counts[:, a.var_names.get_loc(g)].todense()).ravel().astype(int)
+        for k in range(5):
+            s = start - 4_000 + k * 6_000
+            names.append(f"chr{gi + 1}:{s}-{s + 500}")
+            cols.append(rng.binomial(v, 0.2))
+    (root / "genes.gtf").write_text("\n".join(gtf) + "\n")
+    pk = ad.AnnData(X=sp.csr_matrix(np.column_stack(cols).astype(np.float32)),
+                    obs=pd.DataFrame(index=a.obs_names.str.replace(r":.*$", "", regex=True)),
+                    var=pd.DataFrame(index=names))
+    pk.write_h5ad(root / "peaks.h5ad")
+    write_tsv(tr.assign(cell=tr["cell"] + ":atac"), root / "transfer_suffixed.tsv")
+
+    bench = []
+    for m, scale in (("davae", 1.0), ("desc", 2.0), ("scanorama", 0.5)):
+        for n in (1000, 2000, 4000):
+            p = root / f"bench_{m}_{n}.tsv"
+            # a Snakemake benchmark file (header as Snakemake writes it); values from a known power law
+            pd.DataFrame({"s": [scale * (n / 1000) ** 1.2], "h:m:s": ["0:00:01"], "max_rss": [100 + n / 10],
+                          "max_vms": ["-"], "max_uss": ["-"], "max_pss": ["-"], "io_in": ["-"], "io_out": ["-"],
+                          "mean_load": [0.0], "cpu_time": [1.0]}).to_csv(p, sep="\t", index=False)
+            bench.append((m, n, p))
+    return SimpleNamespace(root=root, umaps=paths["umap"], repeats=paths["repeats"], bench=bench)
+
+
+def test_read_obs_from_tsv_and_h5ad(results):
+    a = read_obs(results.root / "obs.tsv")
+    b = read_obs(results.root / "prepared.h5ad")
+    assert list(a.index) == list(b.index) and (a["cell_type"].astype(str) == b["cell_type"].astype(str)).all()
+    write_tsv(pd.DataFrame({"x": [1]}), results.root / "bad_obs.tsv")
+    with pytest.raises(ValueError, match="'cell' column"):
+        read_obs(results.root / "bad_obs.tsv")
+
+
+def test_every_renderer_through_the_rule_entry_point(tmp_path, results):
+    r = results.root
+    methods = list(results.umaps)
+    run_rule("umap_grid", tmp_path / "umap_grid.png", {"methods": methods, "kwargs": {"title": "samples"}},
+             umaps=[results.umaps[m] for m in methods], obs=r / "obs.tsv")
+    run_rule("ari", tmp_path / "ari.png", {"kwargs": {"title": "samples"}}, metrics=r / "metrics.tsv",
+             repeats=results.repeats)
+    run_rule("kbet", tmp_path / "kbet.png", {}, metrics=r / "metrics.tsv", repeats=results.repeats)
+    run_rule("summary", tmp_path / "summary.png", {}, summary=r / "summary.tsv")
+    run_rule("umap_by", tmp_path / "umap_transfer.png",
+             {"kwargs": {"keys": ["modality", "cell type (transferred)"]}},
+             umap=results.umaps["davae"], obs=r / "obs.tsv", transfer=r / "transfer.tsv")
+    run_rule("umap_by", tmp_path / "umap_clusters.png", {"kwargs": {"keys": ["batch", "cluster"]}},
+             umap=results.umaps["davae"], obs=r / "prepared.h5ad", clusters=r / "clusters.tsv")
+    run_rule("feature_umaps", tmp_path / "gene_activity.png",
+             {"kwargs": {"genes": GENES, "select": {"modality": "ATAC"}, "value_label": "gene activity"}},
+             umap=results.umaps["davae"], expression=r / "prepared.h5ad")
+    run_rule("coverage", tmp_path / "coverage.png", {"kwargs": {"genes": GENES, "min_cells": 10}},
+             peaks=r / "peaks.h5ad", gtf=r / "genes.gtf", transfer=r / "transfer_suffixed.tsv")
+    run_rule("spatial_clusters", tmp_path / "spatial_clusters.png", {}, clusters=r / "clusters.tsv")
+    run_rule("spatial_probabilities", tmp_path / "spatial_prob.png", {"kwargs": {"types": ["B", "CD14 Mono"]}},
+             transfer=r / "transfer.tsv", prepared=r / "prepared.h5ad")
+    markers = ["CD3D", "CD79A", "S100A8", "HBB", "GNLY", "CST3"]
+    run_rule("marker_violins", tmp_path / "violins.png", {"kwargs": {"markers": markers}},
+             expression=r / "prepared.h5ad", clusters=r / "clusters.tsv")
+    run_rule("marker_dotplot", tmp_path / "dotplot.png", {"kwargs": {"markers": markers, "groupby": "cell_type"}},
+             expression=r / "prepared.h5ad")
+    m, n, p = zip(*results.bench)
+    run_rule("runtime", tmp_path / "runtime.png", {"kwargs": {"methods": list(m), "n_cells": list(n)}},
+             benchmarks=list(p))
+    assert len(list(tmp_path.glob("*.png"))) == 13
+    assert set(RENDERERS) <= CALLED, f"renderers not exercised: {set(RENDERERS) - CALLED}"
+
+
+def test_render_rule_errors(tmp_path, results):
+    with pytest.raises(ValueError, match="unknown figure renderer"):
+        run_rule("nope", tmp_path / "x.png", {}, metrics=results.root / "metrics.tsv")
+    with pytest.raises(ValueError, match="needs an input named 'metrics'"):
+        run_rule("ari", tmp_path / "x.png", {}, table=results.root / "metrics.tsv")
+    m, n, p = zip(*results.bench)
+    with pytest.raises(ValueError, match="one method and one cell count per file"):
+        run_rule("runtime", tmp_path / "x.png", {"kwargs": {"methods": list(m)[:2], "n_cells": list(n)}},
+                 benchmarks=list(p))
