@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
+from threadpoolctl import threadpool_limits
 
 from ._table import as_embedding, codes, nan_row, row
 
@@ -84,7 +85,8 @@ def ari_tran(
             continue
         km = KMeans(n_clusters=k, n_init=kmeans_n_init, max_iter=kmeans_max_iter, init=kmeans_init,
                     random_state=int(rng.integers(2**31 - 1)))
-        clusters = km.fit_predict(x[sel])
+        with threadpool_limits(limits=1, user_api="openmp"):  # OpenMP spin-waits thrash on busy machines
+            clusters = km.fit_predict(x[sel])
         ari_ct[i] = adjusted_rand_score(ct[sel], clusters)
         common = np.isin(ct[sel], common_types(ct[sel], b[sel]))
         n_common[i] = int(common.sum())

@@ -28,6 +28,7 @@ labels together); each cell's p-value is computed once and the repeats only subs
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -36,6 +37,13 @@ import pandas as pd
 from scipy.stats import chi2
 
 from ._table import as_embedding, codes, nan_row, row
+
+try:  # scanpy already depends on numba; the numpy engine is the fallback and the cross-check
+    import numba
+
+    _HAVE_NUMBA = True
+except ImportError:  # pragma: no cover
+    _HAVE_NUMBA = False
 
 DEFAULT_PCTS = (5, 10, 15, 20, 25)
 MIN_CELLS = 11  # R: dim.dataset[1] <= 10 -> NA
@@ -78,89 +86,219 @@ def chi2_pvalues(counts: np.ndarray, freq: np.ndarray, k0: int) -> np.ndarray:
     return chi2.sf(stat, dof)
 
 
-def _sq_dist_rows(xc: np.ndarray, sqc: np.ndarray, x: np.ndarray, sq: np.ndarray) -> np.ndarray:
-    d = xc @ x.T
-    d *= -2.0
-    d += sqc[:, None]
-    d += sq[None, :]
-    np.maximum(d, 0.0, out=d)
-    return d
+def _augment(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 factors ``a``, ``b`` with ``a @ b.T`` = squared distances of the centred rows of ``x``."""
+    xc = x - x.mean(axis=0)
+    sq = np.einsum("ij,ij->i", xc, xc)
+    ones = np.ones((x.shape[0], 1))
+    a = np.hstack([xc, sq[:, None], ones]).astype(np.float32)
+    b = np.hstack([-2.0 * xc, ones, sq[:, None]]).astype(np.float32)
+    return a, b
+
+
+_GROUP = 5  # sizes counted per compiled pass (the paper's 5; more sizes take several passes)
+
+if _HAVE_NUMBA:
+
+    @numba.njit(parallel=True, cache=True)
+    def _segment_kernel(d, thr, seg, le_out, sh_out):  # pragma: no cover - compiled
+        """Row ``i`` of ``d`` has its columns grouped in segments ``seg[g]:seg[g+1]`` (cells sharing one
+        combination of labels). ``le_out[i, s, g]`` = cells of segment ``g`` with ``d[i, q] <= thr[i, s]``;
+        ``sh_out[i, q]`` = number of thresholds below ``d[i, q]``. Five thresholds (pad with +inf), compared
+        branch-free."""
+        c = d.shape[0]
+        n_seg = seg.shape[0] - 1
+        for i in numba.prange(c):
+            t0 = thr[i, 0]
+            t1 = thr[i, 1]
+            t2 = thr[i, 2]
+            t3 = thr[i, 3]
+            t4 = thr[i, 4]
+            for g in range(n_seg):
+                c0 = c1 = c2 = c3 = c4 = np.int32(0)
+                for q in range(seg[g], seg[g + 1]):
+                    v = d[i, q]
+                    b0 = np.int32(v <= t0)
+                    b1 = np.int32(v <= t1)
+                    b2 = np.int32(v <= t2)
+                    b3 = np.int32(v <= t3)
+                    b4 = np.int32(v <= t4)
+                    c0 += b0
+                    c1 += b1
+                    c2 += b2
+                    c3 += b3
+                    c4 += b4
+                    sh_out[i, q] = np.int8(5 - (b0 + b1 + b2 + b3 + b4))
+                le_out[i, 0, g] = c0
+                le_out[i, 1, g] = c1
+                le_out[i, 2, g] = c2
+                le_out[i, 3, g] = c3
+                le_out[i, 4, g] = c4
 
 
 def neighbourhood_counts(
     x: np.ndarray,
     ks: Sequence[int],
-    labelings: Sequence[np.ndarray],
+    labelings: np.ndarray,
     n_labels: int,
     *,
-    chunk_bytes: int = 1 << 26,
-) -> tuple[list[np.ndarray], np.ndarray]:
+    engine: str = "auto",
+    chunk_bytes: int = 1 << 25,
+) -> tuple[np.ndarray, np.ndarray]:
     """Label counts in every cell's kBET neighbourhood (itself + ``k - 1`` nearest others), for many ``k``.
 
     Parameters
     ----------
     x
-        ``(n, d)`` coordinates; exact Euclidean distances.
+        ``(n, d)`` coordinates (Euclidean distances).
     ks
-        Neighbourhood sizes ``k0`` (each ``2 <= k0 <= n``).
+        Neighbourhood sizes ``k0``, increasing, each in ``[2, n]``.
     labelings
-        One ``(L_j, n)`` integer array per ``k`` (codes ``0..n_labels-1``): the labelings counted at that size
-        (row 0 the observed batches, further rows permutations).
+        ``(L, n)`` integer codes ``0..n_labels-1`` (row 0: observed batches; further rows: permutations).
     n_labels
         Number of label codes ``B``.
+    engine
+        ``"numba"`` (one compiled counting pass per row), ``"numpy"`` (a mask and a matrix product per size),
+        or ``"auto"`` (numba when importable). Both give identical counts.
 
     Returns
     -------
     counts
-        Per ``k``, an ``(L_j, n, B)`` int array of label counts (the cell itself included).
+        ``(len(ks), L, n, B)`` label counts in each cell's neighbourhood (the cell itself included).
     covered
         ``(len(ks), n)`` bool: cell is among some other cell's ``k - 1`` nearest neighbours (``!outsider``).
 
     Notes
     -----
-    Ties at the ``(k-1)``-th distance are broken towards the lower cell index (R's FNN breaks them by its
-    search order); the cell itself is excluded by index, so a duplicate of it still counts as a neighbour.
+    Distances are squared Euclidean in float32 on centred coordinates (one matrix product per row chunk);
+    each row is sorted once to read every size's threshold distance, so the largest-``k`` neighbour search
+    serves all smaller sizes. The numba engine orders the columns by the cells' combination of labels over all
+    labelings and counts, per combination, the cells within each threshold (branch-free, no scatter).
+    Cells at exactly the threshold distance are taken in cell-index order (R's FNN breaks such ties by its
+    search order); rows with such ties are recounted exactly. The cell itself is excluded by index, so a
+    duplicate of it still counts as a neighbour.
     """
-    x = np.ascontiguousarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
     n = x.shape[0]
     ks = [int(k) for k in ks]
-    if any(k < 2 or k > n for k in ks):
-        raise ValueError(f"neighbourhood sizes must lie in [2, n={n}], got {ks}")
-    sq = np.einsum("ij,ij->i", x, x)
-    onehots = []
-    for lab in labelings:
-        lab = np.atleast_2d(np.asarray(lab))
-        oh = np.zeros((n, lab.shape[0] * n_labels), dtype=np.float32)
-        for j in range(lab.shape[0]):
-            oh[np.arange(n), j * n_labels + lab[j]] = 1.0
-        onehots.append((lab, oh))
-    counts = [np.zeros((lab.shape[0], n, n_labels), dtype=np.int64) for lab, _ in onehots]
-    covered = np.zeros((len(ks), n), dtype=bool)
-    kth = sorted({k - 2 for k in ks})
-    chunk = max(1, min(n, chunk_bytes // (8 * n)))
+    if not ks or any(k < 2 or k > n for k in ks) or ks != sorted(ks):
+        raise ValueError(f"neighbourhood sizes must increase within [2, n={n}], got {ks}")
+    lab = np.atleast_2d(np.asarray(labelings, dtype=np.int64))
+    if lab.shape[1] != n or lab.min() < 0 or lab.max() >= n_labels:
+        raise ValueError(f"labelings must be (L, n={n}) codes in [0, {n_labels})")
+    if engine == "auto":
+        engine = "numba" if _HAVE_NUMBA else "numpy"
+    if engine not in ("numba", "numpy"):
+        raise ValueError(f"engine must be 'auto', 'numba' or 'numpy', got {engine!r}")
+    if engine == "numba" and not _HAVE_NUMBA:
+        raise ValueError("engine='numba' needs numba installed; use engine='numpy'")
+    n_sizes, n_lab = len(ks), lab.shape[0]
+    # columns ordered by label combination ("segments"); col[q] = cell at column q, pos = its inverse
+    combo, inverse = np.unique(lab.T, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    col = np.argsort(inverse, kind="stable")
+    pos = np.empty(n, dtype=np.int64)
+    pos[col] = np.arange(n)
+    seg = np.searchsorted(inverse[col], np.arange(combo.shape[0] + 1)).astype(np.int64)
+    digits = np.zeros((combo.shape[0], n_lab * n_labels))  # segment -> one-hot labels of every labeling
+    onehot = np.zeros((n, n_lab * n_labels), dtype=np.float32)  # cell -> the same
+    for m in range(n_lab):
+        digits[np.arange(combo.shape[0]), m * n_labels + combo[:, m]] = 1.0
+        onehot[np.arange(n), m * n_labels + lab[m]] = 1.0
+    fa, fb = _augment(x)
+    fb = np.ascontiguousarray(fb[col])
+    counts = np.zeros((n_sizes, n_lab, n, n_labels), dtype=np.int64)
+    min_shell = np.full(n, n_sizes, dtype=np.int64)  # in column (segment) order
+    chunk = max(1, min(n, chunk_bytes // (4 * n)))
     for r0 in range(0, n, chunk):
         r1 = min(n, r0 + chunk)
-        rows = np.arange(r1 - r0)
-        d = _sq_dist_rows(x[r0:r1], sq[r0:r1], x, sq)
-        d[rows, r0 + rows] = np.inf  # exclude the cell itself
-        part = np.partition(d, kth, axis=1)
-        for j, k in enumerate(ks):
-            thr = part[:, k - 2]
-            mask = d <= thr[:, None]
-            tied = np.flatnonzero(mask.sum(axis=1) != k - 1)
-            for r in tied:  # rare: exact ties at the threshold distance
-                lt = d[r] < thr[r]
-                need = k - 1 - int(lt.sum())
-                mask[r] = lt
-                mask[r, np.flatnonzero(d[r] == thr[r])[:need]] = True
-            covered[j] |= mask.any(axis=0)
-            lab, oh = onehots[j]
-            c = (mask.astype(np.float32) @ oh).reshape(r1 - r0, lab.shape[0], n_labels)
-            c = np.rint(c).astype(np.int64).transpose(1, 0, 2)
-            own = lab[:, r0:r1]
-            np.add.at(c, (np.arange(lab.shape[0])[:, None], rows[None, :], own), 1)
-            counts[j][:, r0:r1] = c
+        d = fa[r0:r1] @ fb.T
+        d[np.arange(r1 - r0), pos[r0:r1]] = np.inf  # the cell itself
+        srt = _sort_rows(d)
+        out = counts[:, :, r0:r1]
+        if engine == "numba":
+            _count_numba(d, srt, ks, seg, digits, onehot, col, pos, n_lab, n_labels, out, min_shell)
+        else:
+            _count_numpy(d[:, pos], srt, ks, onehot, n_lab, n_labels, out, min_shell, pos)
+    rows = np.arange(n)
+    for m in range(n_lab):
+        counts[:, m, rows, lab[m]] += 1  # the cell itself
+    covered = min_shell[pos][None, :] <= np.arange(n_sizes)[:, None]
     return counts, covered
+
+
+def _count_numba(d, srt, ks, seg, digits, onehot, col, pos, n_lab, n_labels, out, min_shell) -> None:
+    """numba engine for one row chunk (columns in segment order): counts into ``out`` ``(S, L, c, B)``."""
+    c = d.shape[0]
+    ks_arr = np.asarray(ks)
+    for s0 in range(0, len(ks), _GROUP):
+        part = np.arange(s0, min(len(ks), s0 + _GROUP))
+        sl = slice(s0, s0 + part.size)
+        thr = np.full((c, _GROUP), np.inf, dtype=np.float32)
+        thr[:, : part.size] = srt[:, ks_arr[part] - 2]
+        le = np.empty((c, _GROUP, seg.size - 1), dtype=np.int32)
+        sh = np.empty(d.shape, dtype=np.int8)
+        _segment_kernel(d, thr, seg, le, sh)
+        le = le[:, : part.size].astype(np.float64)
+        out[sl] = np.rint(le @ digits).reshape(c, part.size, n_lab, n_labels).transpose(1, 2, 0, 3)
+        # rows where more than k - 1 cells lie within a threshold: ties -> exact recount
+        bad = np.flatnonzero((le.sum(axis=2) != (ks_arr[part] - 1)[None, :]).any(axis=1))
+        for r in bad:
+            sh_orig = _recount_row(d[r, pos], srt[r], ks_arr[part], onehot, n_lab, n_labels, out[sl][:, :, r])
+            sh[r] = sh_orig[col]
+        shell = sh.min(axis=0).astype(np.int64)  # padded +inf thresholds hold every cell: not counted
+        np.minimum(min_shell, np.where(shell < part.size, shell + s0, len(ks)), out=min_shell)
+
+
+def _recount_row(drow, srow, ks, onehot, n_lab, n_labels, out_row) -> np.ndarray:
+    """Exact counts for one row (original cell order) with cells at the threshold taken in index order.
+    Writes ``out_row`` ``(S, L, B)``; returns each cell's shell (number of sizes not holding it)."""
+    prev = np.zeros(drow.shape, dtype=bool)
+    sh = np.full(drow.shape, len(ks), dtype=np.int8)
+    for s, k in enumerate(ks):
+        t = srow[k - 2]
+        mask = drow < t
+        need = (k - 1) - int(mask.sum())
+        if need > 0:
+            mask[np.flatnonzero(drow == t)[:need]] = True
+        mask |= prev
+        sh[mask & ~prev] = s
+        out_row[s] = np.rint(mask.astype(np.float32) @ onehot).reshape(n_lab, n_labels)
+        prev = mask
+    return sh
+
+
+def _sort_rows(d: np.ndarray) -> np.ndarray:
+    """Row-wise sort in two threads (numpy releases the GIL while sorting)."""
+    if d.shape[0] < 64:
+        return np.sort(d, axis=1)
+    half = d.shape[0] // 2
+    out = np.empty_like(d)
+
+    def work(sl):
+        out[sl] = np.sort(d[sl], axis=1)
+
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        list(ex.map(work, [slice(0, half), slice(half, None)]))
+    return out
+
+
+def _count_numpy(d, srt, ks, onehot, n_lab, n_labels, out, min_shell, pos) -> None:
+    """numpy engine for one row chunk (``d`` in original cell order; same tie rule as the numba engine)."""
+    c = d.shape[0]
+    prev = np.zeros(d.shape, dtype=bool)
+    for s, k in enumerate(ks):
+        thr = srt[:, k - 2]
+        mask = d < thr[:, None]
+        need = (k - 1) - mask.sum(axis=1)
+        for r in np.flatnonzero(need > 0):  # cells at the threshold distance, in index order
+            mask[r, np.flatnonzero(d[r] == thr[r])[: need[r]]] = True
+        mask |= prev  # nested neighbourhoods
+        newly = np.zeros(min_shell.shape, dtype=bool)
+        newly[pos] = (mask & ~prev).any(axis=0)
+        min_shell[newly & (min_shell > s)] = s
+        out[s] = np.rint(mask.astype(np.float32) @ onehot).reshape(c, n_lab, n_labels).transpose(1, 0, 2)
+        prev = mask
 
 
 @dataclass
@@ -287,6 +425,7 @@ def kbet(
     test_size: int | None = None,
     do_pca: bool = False,
     seed: int | np.random.Generator = 0,
+    engine: str = "auto",
 ) -> list[KBETResult]:
     """kBET on one set of cells for one or several neighbourhood sizes (one kNN pass for all).
 
@@ -305,7 +444,9 @@ def kbet(
     do_pca
         Search neighbours in R's ``do.pca=TRUE`` space (left singular vectors, <= 50) instead of ``x``.
     seed
-        Seed or Generator; each size gets its own permutations, like separate R calls.
+        Seed or Generator (permutations first, then the repeats' test cells, size by size).
+    engine
+        Neighbour-counting engine of :func:`neighbourhood_counts`.
 
     Returns
     -------
@@ -332,9 +473,12 @@ def kbet(
             todo.append(i)
     if todo:
         space = _svd_u(x) if do_pca else x
-        perms = [np.vstack([b] + [b[rng.permutation(n)] for _ in range(n_perm)]) for _ in todo]
-        counts, covered = neighbourhood_counts(space, [k0s[i] for i in todo], perms, nb)
-        for j, i in enumerate(todo):
+        # R draws its 3 permutations once per kBET call; one call here serves all sizes, which share them
+        perms = np.vstack([b] + [b[rng.permutation(n)] for _ in range(n_perm)])
+        sizes = sorted({k0s[i] for i in todo})
+        counts, covered = neighbourhood_counts(space, sizes, perms, nb, engine=engine)
+        for i in todo:
+            j = sizes.index(k0s[i])
             results[i] = kbet_from_counts(counts[j], covered[j], b, nb, k0s[i], n_repeat=n_repeat,
                                           alpha=alpha, adapt=adapt, test_size=test_size, rng=rng)
     return results[0] if single else results  # type: ignore[return-value]
