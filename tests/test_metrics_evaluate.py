@@ -1,0 +1,136 @@
+"""evaluate(): the tidy/repeats contract, failed methods, missing labels, params; summarise(): Tran's
+normalised ARI scores and F1."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from davae_study.metrics import DEFAULTS, METRIC_NAMES, evaluate, resolve_params, summarise
+
+COLS = ["application", "method", "metric", "group", "value", "n", "note"]
+FAST = {"ari": {"n_iter": 3}, "kbet": {"n_repeat": 5}, "enabled": list(METRIC_NAMES)}
+
+
+def _adata(n=300, seed=0, status="ok"):
+    rng = np.random.default_rng(seed)
+    ct = rng.choice(["T", "B", "Mono"], size=n)
+    batch = rng.choice(["b1", "b2"], size=n)
+    centres = {"T": 0.0, "B": 8.0, "Mono": 16.0}
+    emb = rng.normal(size=(n, 6)) + np.array([centres[c] for c in ct])[:, None]
+    a = ad.AnnData(X=np.zeros((n, 3), dtype=np.float32),
+                   obs=pd.DataFrame({"batch": pd.Categorical(batch), "cell_type": pd.Categorical(ct)},
+                                    index=[f"c{i}" for i in range(n)]))
+    a.obsm["X_emb"] = emb
+    a.uns["method"] = {"name": "pca", "status": status, "error": "" if status == "ok" else "CUDA out of memory"}
+    return a
+
+
+def test_evaluate_contract_and_values():
+    tidy, reps = evaluate(_adata(), application="toy", method="pca", params=FAST)
+    assert list(tidy.columns) == COLS
+    assert list(reps.columns) == COLS + ["repeat"]
+    assert (tidy["application"] == "toy").all() and (tidy["method"] == "pca").all()
+    got = set(tidy["metric"])
+    assert set(m for ms in METRIC_NAMES.values() for m in ms) <= got
+    overall = tidy[tidy["group"] == "all"].set_index("metric")["value"]
+    # types well separated, batches random: everything near its best
+    assert overall["ari_celltype"] > 0.9 and overall["one_minus_ari_batch"] > 0.9
+    assert overall["kbet_acceptance"] > 0.7 and overall["ilisi"] > 0.7 and overall["clisi"] > 0.9
+    assert overall["asw_batch"] > 0.8 and overall["graph_connectivity"] > 0.9
+    assert set(reps["metric"]) >= {"ari_celltype", "one_minus_ari_batch", "kbet_acceptance"}
+    kb = reps[reps["metric"] == "kbet_acceptance"]
+    assert kb.groupby("group")["repeat"].nunique().eq(5).all()
+    assert tidy["value"].notna().sum() > 0 and tidy["n"].dtype.kind == "i"
+
+
+def test_failed_method_gives_nan_rows_never_raises():
+    a = _adata(status="failed")
+    del a.obsm["X_emb"]
+    tidy, reps = evaluate(a, application="toy", method="davae", params=FAST)
+    assert list(tidy.columns) == COLS and reps.empty and list(reps.columns) == COLS + ["repeat"]
+    assert tidy["value"].isna().all()
+    assert (tidy["note"] == "method failed: CUDA out of memory").all()
+    assert set(tidy["metric"]) == {m for ms in METRIC_NAMES.values() for m in ms}
+
+
+def test_missing_embedding_without_status_is_reported():
+    a = _adata()
+    del a.obsm["X_emb"]
+    tidy, _ = evaluate(a, application="toy", method="pca", params=FAST)
+    assert tidy["value"].isna().all() and tidy["note"].str.contains("no obsm\\['X_emb'\\]").all()
+
+
+@pytest.mark.parametrize("how", ["absent", "all_nan"])
+def test_missing_labels_make_label_metrics_nan(how):
+    a = _adata()
+    if how == "absent":
+        del a.obs["cell_type"]
+    else:
+        a.obs["cell_type"] = pd.Categorical([np.nan] * a.n_obs, categories=["T"])
+    tidy, _ = evaluate(a, application="toy", method="pca", params=FAST)
+    by = tidy[tidy["group"] == "all"].set_index("metric")
+    for m in ["ari_celltype", "one_minus_ari_batch", "kbet_acceptance", "clisi", "asw_batch", "graph_connectivity"]:
+        assert np.isnan(by.loc[m, "value"]) and "no cell-type labels" in by.loc[m, "note"]
+    assert by.loc["ilisi", "value"] > 0.7  # batch metric still computed
+
+
+def test_params_defaults_and_errors():
+    p = resolve_params({"kbet": {"n_repeat": 7}})
+    assert p["kbet"]["n_repeat"] == 7 and p["kbet"]["pcts"] == DEFAULTS["kbet"]["pcts"]
+    assert p["kbet_pooled"]["n_repeat"] == 7  # the pooled variant inherits the kbet section
+    with pytest.raises(ValueError, match="unknown metrics config key"):
+        resolve_params({"kbet_typo": {}})
+    with pytest.raises(ValueError, match="unknown keys"):
+        resolve_params({"kbet": {"k0": 5}})
+    with pytest.raises(ValueError, match="unknown metrics"):
+        resolve_params({"enabled": ["ari", "nmi"]})
+
+
+def test_enabled_subset_only():
+    tidy, reps = evaluate(_adata(), application="toy", method="pca",
+                          params={"enabled": ["asw_batch", "graph_connectivity"]})
+    assert set(tidy["metric"]) == {"asw_batch", "graph_connectivity"} and reps.empty
+
+
+def _table(rows):
+    df = pd.DataFrame(rows, columns=["application", "method", "metric", "value"])
+    df["group"], df["n"], df["note"] = "all", 100, ""
+    return df[COLS]
+
+
+def test_summarise_tran_normalisation_and_f1():
+    rows = []
+    for m, ct, b in [("A", 0.2, 0.9), ("B", 0.5, 0.6), ("C", 0.8, 0.3), ("D", np.nan, np.nan)]:
+        rows += [("app", m, "ari_celltype", ct), ("app", m, "one_minus_ari_batch", b)]
+    rows += [("app2", "A", "ari_celltype", 0.4), ("app2", "A", "one_minus_ari_batch", 0.5),
+             ("app2", "B", "ari_celltype", 0.6), ("app2", "B", "one_minus_ari_batch", 0.7)]
+    t = _table(rows)
+    t.loc[t["method"] == "D", "note"] = "method failed: boom"
+    out = summarise(t)
+    assert list(out.columns) == COLS and len(out) == len(t) + 6 * 3
+    v = out.set_index(["application", "method", "metric"])["value"]
+    # app: ct (0.2, 0.5, 0.8) -> (0, .5, 1); 1-ARIb (0.9, 0.6, 0.3) -> (1, .5, 0)
+    assert v[("app", "B", "ari_celltype_norm")] == pytest.approx(0.5)
+    assert v[("app", "A", "one_minus_ari_batch_norm")] == pytest.approx(1.0)
+    assert v[("app", "A", "ari_f1")] == pytest.approx(0.0)
+    assert v[("app", "B", "ari_f1")] == pytest.approx(0.5)  # 2 * .5 * .5 / (.5 + .5)
+    assert np.isnan(v[("app", "D", "ari_f1")])
+    note = out.set_index(["application", "method", "metric"])["note"]
+    assert note[("app", "D", "ari_f1")] == "method failed: boom"
+    # app2: two methods, normalised to 0 and 1 per application, independent of app
+    assert v[("app2", "B", "ari_celltype_norm")] == 1.0 and v[("app2", "A", "ari_celltype_norm")] == 0.0
+    assert v[("app2", "B", "ari_f1")] == 1.0
+
+
+def test_summarise_on_evaluate_output():
+    t1, _ = evaluate(_adata(seed=1), application="toy", method="m1", params={"enabled": ["ari"], "ari": {"n_iter": 3}})
+    a = _adata(seed=1)
+    a.obsm["X_emb"] = np.random.default_rng(0).normal(size=a.obsm["X_emb"].shape)  # a useless method
+    t2, _ = evaluate(a, application="toy", method="m2", params={"enabled": ["ari"], "ari": {"n_iter": 3}})
+    out = summarise(pd.concat([t1, t2], ignore_index=True))
+    v = out.set_index(["method", "metric"])["value"]
+    assert v[("m1", "ari_celltype_norm")] == 1.0 and v[("m2", "ari_celltype_norm")] == 0.0
+    assert v[("m2", "ari_f1")] == 0.0  # worst cell-type ARI -> F1 0 whatever its batch score
