@@ -123,7 +123,8 @@ def _r_kbet_reference(x, batch, k0, *, n_repeat, alpha, adapt, seed, n_perm=3):
         expected = class_freq * len(knn_set)
         with np.errstate(divide="ignore", invalid="ignore"):
             stat = np.sum((observed - expected) ** 2 / expected)
-        return 1 - chi2.cdf(stat, dof) if not np.isnan(stat) else np.nan
+        result = 1 - chi2.cdf(stat, dof)
+        return 0.0 if np.isnan(result) else result  # kBET-utils.R: if (is.na(result)) return(0)
 
     cf = freq
     outsider = np.setdiff1d(np.arange(n), knn.ravel())
@@ -195,6 +196,16 @@ def test_without_adapt_the_same_neighbourhoods_are_rejected():
     # expected (3, 9) for counts (6, 6): chi2 = 9/3 + 9/9 = 4 -> p = erfc(sqrt(2)) = 0.0455 < 0.05
     np.testing.assert_allclose(res.p_values, math.erfc(math.sqrt(2.0)), rtol=1e-12)
     assert not res.adapted and res.acceptance == 0.0
+
+
+def test_batch_made_only_of_outsiders_is_rejected_as_in_r():
+    # batch 2 = the 40 far cells, all outsiders: adapted frequencies (1/2, 1/2, 0); line neighbourhoods
+    # (6, 6, 0) give 0/0 -> NA -> p = 0 in theislab/kBET; far cells hold their own batch-2 label -> x/0 -> p = 0
+    x, batch = _adapt_case()
+    batch[40:] = 2
+    res = kbet(x, batch, 12, n_repeat=10, adapt=True, seed=0)
+    assert res.adapted and np.allclose(res.freq, [0.5, 0.5, 0.0])
+    assert (res.p_values == 0).all() and res.acceptance == 0.0
 
 
 def test_permutation_null_uses_unadapted_frequencies():
@@ -275,3 +286,15 @@ def test_real_data_batch_effect_and_shuffled_labels():
     assert raw.acceptance < 0.1
     assert shuffled.acceptance > 0.8
     assert raw.null_acceptance > 0.8
+
+
+def test_do_pca_searches_r_default_space():
+    # R kBET's do.pca=TRUE finds neighbours on svd(x)$u (uncentred, <= 50 columns)
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(120, 8)) * np.arange(1, 9)  # unequal scales: the two spaces differ
+    batch = rng.integers(0, 2, 120)
+    u = np.linalg.svd(x, full_matrices=False)[0]
+    via_flag = kbet(x, batch, 15, n_repeat=10, do_pca=True, seed=1)
+    direct = kbet(u, batch, 15, n_repeat=10, seed=1)
+    np.testing.assert_array_equal(via_flag.observed, direct.observed)
+    np.testing.assert_array_equal(via_flag.p_values, direct.p_values)

@@ -138,3 +138,16 @@ def test_graph_connectivity_hand_case():
     assert rows[("graph_connectivity", "X")]["value"] == pytest.approx(0.6)
     assert rows[("graph_connectivity", "Y")]["value"] == pytest.approx(1.0)
     assert rows[("graph_connectivity", "all")]["value"] == pytest.approx(0.8)
+
+
+def test_lisi_per_cell_equals_harmonypy():
+    harmonypy = pytest.importorskip("harmonypy")
+    from davae_study.metrics._knn import knn
+
+    rng = np.random.default_rng(0)
+    b = rng.integers(0, 3, 500)
+    x = rng.normal(size=(500, 5))
+    x[:, 0] += b  # partly mixed
+    ref = harmonypy.compute_lisi(x, __import__("pandas").DataFrame({"b": b.astype(str)}), ["b"], perplexity=30)[:, 0]
+    dist, idx = knn(x, 90)
+    np.testing.assert_allclose(lisi_per_cell(dist, idx, b, perplexity=30), ref, rtol=1e-10)

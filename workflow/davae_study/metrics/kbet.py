@@ -7,8 +7,8 @@ What the R code does, and what this module reproduces (see docs/metrics.md for l
   exact Euclidean; ``env <- cbind(knn[idx, 1:(k0-1)], idx)``);
 * expected batch frequencies ``f_b = n_b / n`` over the cells given to kBET; per tested cell
   ``chi2 = sum_b (o_b - f_b k0)^2 / (f_b k0)`` over all B batches, ``p = 1 - pchisq(chi2, B - 1)``
-  (``chi_batch_test``); a NaN statistic (0/0 after ``adapt``) gives an NA p-value that is left out of the
-  rejection rate (``sum(p < alpha, na.rm=TRUE) / sum(!is.na(p))``);
+  (``chi_batch_test``); a NaN statistic (0/0, possible after ``adapt`` when every cell of a batch is an
+  outsider) gives p = 0, i.e. a rejection, as theislab/kBET's ``if (is.na(result)) return(0)``;
 * ``testSize = ceiling(0.1 n)``, raised to 25 when smaller and ``n > 25``; each of ``n_repeat`` repeats
   tests ``testSize`` cells drawn without replacement; ``kBET.observed`` = fraction with ``p < alpha``;
 * null: the batch labels are permuted 3 times once per call (``batch.shuff``); each repeat tests the same
@@ -389,8 +389,9 @@ def kbet_from_counts(
                 test_freq = inside / inside.sum()
                 res.adapted = True
     res.freq = test_freq
-    p_obs = chi2_pvalues(counts[0], test_freq, k0)
-    p_null = chi2_pvalues(counts[1:], freq, k0)
+    # theislab/kBET chi_batch_test: an NA p-value (0/0 after adapt) is returned as 0, i.e. rejected
+    p_obs = np.nan_to_num(chi2_pvalues(counts[0], test_freq, k0), nan=0.0)
+    p_null = np.nan_to_num(chi2_pvalues(counts[1:], freq, k0), nan=0.0)
     res.p_values, res.p_null = p_obs, p_null
     ts = int(test_size) if test_size is not None and 1 <= int(test_size) <= n else default_test_size(n)
     res.test_size = ts
