@@ -13,6 +13,7 @@ all. See docs/desc.md for what is faithful, what differs, and what the DAVAE pap
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +47,7 @@ class DescResult:
     pretrain_log: list[PhaseLog] = field(default_factory=list)
     delta_labels: list[float] = field(default_factory=list)
     kl_losses: list[float] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -127,17 +129,24 @@ def fit_desc(
     rng = np.random.default_rng(seed)
     cfg = TrainConfig(batch_size=int(batch_size), early_stopping=bool(early_stopping), progress=bool(progress))
 
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     ae = DescAutoencoder(full_dims, activation=activation, actincenter=actincenter, drop_rate=drop_rate).to(dev)
     log = pretrain(ae, X, int(pretrain_epochs), cfg, rng, dev, layerwise=layerwise)
+    timings["pretrain"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
     data = to_device(X, dev)
     features = predict(ae.encode, data, dev)
     init_labels, centres = init_centres(features, resolution, n_neighbors, seed, init_max_cells)
+    timings["init"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
     model = DescClusterer(ae, centres, alpha).to(dev)
     res = fit_clustering(model, data, init_labels, tol=tol, max_rounds=max_rounds, epochs_per_round=epochs_per_round,
                          cfg=cfg, rng=rng, device=dev)
     embedding = predict(ae.encode, data, dev)
+    timings["clustering"] = time.perf_counter() - t0
     return DescResult(
         embedding=embedding,
         labels=res.labels,
@@ -151,4 +160,5 @@ def fit_desc(
         pretrain_log=log,
         delta_labels=res.delta_labels,
         kl_losses=res.losses,
+        timings=timings,
     )

@@ -47,7 +47,8 @@ Output
 obsm['X_emb'] : float32 (n_cells, dims[-1]), the encoder's features after clustering.
 obs['desc_cluster'] : categorical cluster labels (argmax of the soft assignments).
 obsm['desc_prob'] : float32 (n_cells, n_clusters), Student-t soft assignments Q.
-uns['desc'] : dims, n_clusters, n_rounds, converged, delta_label per round, device.
+uns['desc'] : dims, n_clusters, n_rounds, converged, delta_label per round, device, epochs run per
+    pretraining phase (early stopping), wall seconds per stage.
 No corrected expression. Pretrains fresh on every call (nothing is cached on disk).
 """
 
@@ -150,5 +151,7 @@ def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", **params) -> 
         "delta_label": np.asarray(res.delta_labels, dtype=float),
         "device": res.device,
         "scale_bygroup": bool(p["scale_bygroup"]),
+        "pretrain_epochs_run": {f"{ph.stage}@lr={ph.lr:g}": int(ph.epochs) for ph in res.pretrain_log},
+        "timings_s": {k: float(v) for k, v in res.timings.items()},
     }
     return result
