@@ -54,6 +54,7 @@ def workdir(tmp_path):
     wd = tmp_path / "wd"
     wd.mkdir()
     (wd / "data").symlink_to(REPO / "data")  # the demo config's inputs, relative to the working directory
+    shutil.copytree(REPO / "config", wd / "config")  # rules read config/*.yaml relative to the working directory
     return wd
 
 
@@ -87,3 +88,90 @@ def test_figures_target_touches_no_integration_output(workdir):
     (workdir / cached).unlink()
     rules_after = {j["rule"] for j in dry_run_jobs(snakemake(workdir, "-n", "figures"))}
     assert "umap" in rules_after and "integrate" not in rules_after, rules_after
+
+
+IFNB = REPO.parent / "shared" / "data" / "seuratTools_ifnb1k.h5ad"
+
+
+def _cached_tables(pca, obs, app: str, methods: list[str]) -> dict[str, "object"]:
+    """Real results tables for one demo application (contract formats), keyed by path under results/."""
+    import pandas as pd
+
+    from davae_study.metrics import evaluate
+
+    out: dict[str, object] = {f"results/{app}/obs.tsv": obs.rename_axis("cell").reset_index()}
+    tidy_all = []
+    for i, m in enumerate(methods):
+        x = pca[:, i: i + 3]  # a different real embedding per method
+        out[f"results/{app}/umap/{m}.tsv"] = pd.DataFrame({"cell": obs.index, "umap1": x[:, 0], "umap2": x[:, 1]})
+        import anndata as ad
+
+        tidy, rep = evaluate(ad.AnnData(obs=obs[["batch", "cell_type"]].copy(), obsm={"X_emb": x}), application=app,
+                             method=m, params={"enabled": ["ari", "kbet"], "kbet": {"n_repeat": 3}, "ari": {"n_iter": 2}})
+        out[f"results/{app}/metrics/{m}.tsv"] = tidy
+        out[f"results/{app}/metrics/{m}.repeats.tsv"] = rep
+        tidy_all.append(tidy)
+    out[f"results/{app}/metrics.tsv"] = pd.concat(tidy_all, ignore_index=True)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_figures_target_renders_from_cached_tables_and_builds_the_report(workdir):
+    """`snakemake figures` on real cached tables (integration outputs are empty placeholders that must stay
+    untouched), then `snakemake --report` builds the HTML report with every figure and its caption."""
+    if not IFNB.exists():
+        pytest.skip(f"shared test data not found at {IFNB}")
+    import anndata as ad
+    import pandas as pd
+    import scanpy as sc
+
+    from davae_study.io import write_tsv
+    from davae_study.metrics import summarise
+
+    a = ad.read_h5ad(IFNB)
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    sc.pp.pca(a, n_comps=12, random_state=0)
+
+    jobs = dry_run_jobs(snakemake(workdir, "-n", "--forceall", "figures"))
+    upstream = [j for j in jobs if not j["rule"].startswith("figure")]
+    apps = sorted({f.split("/")[1] for j in upstream for f in j["output"] if f.startswith("results/") and "/" in f[8:]})
+    tables: dict[str, object] = {}
+    for app in apps:
+        methods = sorted({Path(f).stem for j in upstream if j["rule"] == "umap" for f in j["output"]
+                          if f.startswith(f"results/{app}/")})
+        tables.update(_cached_tables(a.obsm["X_pca"], a.obs[["batch", "cell_type"]], app, methods))
+    metrics = [t for p, t in tables.items() if p.endswith("/metrics.tsv") and p.count("/") == 2]
+    tables["results/summary.tsv"] = summarise(pd.concat(metrics, ignore_index=True))
+    integration = []
+    for j in upstream:
+        for f in j["output"]:
+            p = workdir / f
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if f in tables:
+                write_tsv(tables[f], p)
+            else:
+                p.touch()  # prepared/integrated h5ad and the like: placeholders no figure may read
+                if "/integrated/" in f:
+                    integration.append(p)
+    assert integration, "the demo DAG has no integration outputs?"
+    snakemake(workdir, "--touch", "--forceall", "--cores", "1", "figures")
+    before = {p: p.stat().st_mtime_ns for p in integration}
+
+    log = snakemake(workdir, "--cores", "2", "figures")
+    figure_outputs = [f for j in jobs if j["rule"].startswith("figure") for f in j["output"]]
+    assert figure_outputs
+    for f in figure_outputs:
+        assert (workdir / f).stat().st_size > 1_000, f"{f} not written:\n{log[-2000:]}"
+    assert {p: p.stat().st_mtime_ns for p in integration} == before and all(p.stat().st_size == 0 for p in integration)
+    ran = {j["rule"] for j in dry_run_jobs(log)}
+    assert all(r.startswith("figure") for r in ran), ran
+
+    snakemake(workdir, "--report", "report.html")
+    html = (workdir / "report.html").read_text(errors="replace")
+    assert len(html) > 10_000
+    for name in ("umap_grid.png", "ari.png", "kbet.png", "summary.png"):
+        assert name in html, f"{name} missing from the report"
+    assert "ARI cell type against 1" in html  # a caption rendered
+    assert "IFN-" in html  # with the application title from the config (Jinja in the caption)

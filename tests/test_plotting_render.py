@@ -179,6 +179,8 @@ def test_every_renderer_through_the_rule_entry_point(tmp_path, results):
              umap=results.umaps["davae"], obs=r / "obs.tsv", transfer=r / "transfer.tsv")
     run_rule("umap_by", tmp_path / "umap_clusters.png", {"kwargs": {"keys": ["batch", "cluster"]}},
              umap=results.umaps["davae"], obs=r / "prepared.h5ad", clusters=r / "clusters.tsv")
+    run_rule("umap_by", tmp_path / "umap_spots.png", {"kwargs": {"keys": ["batch"], "select": {"role": "query"}}},
+             umap=results.umaps["davae"], obs=r / "obs.tsv")
     run_rule("feature_umaps", tmp_path / "gene_activity.png",
              {"kwargs": {"genes": GENES, "select": {"modality": "ATAC"}, "value_label": "gene activity"}},
              umap=results.umaps["davae"], expression=r / "prepared.h5ad")
@@ -195,7 +197,7 @@ def test_every_renderer_through_the_rule_entry_point(tmp_path, results):
     m, n, p = zip(*results.bench)
     run_rule("runtime", tmp_path / "runtime.png", {"kwargs": {"methods": list(m), "n_cells": list(n)}},
              benchmarks=list(p))
-    assert len(list(tmp_path.glob("*.png"))) == 13
+    assert len(list(tmp_path.glob("*.png"))) == 14
     assert set(RENDERERS) <= CALLED, f"renderers not exercised: {set(RENDERERS) - CALLED}"
 
 

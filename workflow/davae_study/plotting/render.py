@@ -99,18 +99,24 @@ def render_summary(summary: PathLike, out_png: PathLike, *, metrics: Sequence[st
 
 def render_umap_by(umap: PathLike, obs: PathLike, out_png: PathLike, *, keys: Sequence[str],
                    titles: Sequence[str] | None = None, transfer: PathLike | None = None,
-                   clusters: PathLike | None = None, label_key: str = "cell_type", title: str | None = None):
+                   clusters: PathLike | None = None, select: Mapping[str, Any] | None = None,
+                   label_key: str = "cell_type", title: str | None = None):
     """UMAP coloured by obs columns (Fig 4a, 5a–b, 6a).
 
     ``transfer`` adds the column ``cell type (transferred)`` (reference: annotation, query: prediction);
-    ``clusters`` adds ``cluster`` from a clusters table (``cell, cluster``).
+    ``clusters`` adds ``cluster`` from a clusters table (``cell, cluster``); ``select`` keeps only the cells
+    whose obs match (e.g. ``{'role': 'query'}``: the Visium spots without the reference cells).
     """
     o = read_obs(obs)
     if transfer is not None:
         o = with_transferred_labels(o, read_tsv(transfer), label_key=label_key)
     if clusters is not None:
         o["cluster"] = _clusters(clusters).reindex(o.index).to_numpy()
-    return umap_by(read_tsv(umap), o, list(keys), out_png, titles=titles, title=title)
+    u = read_tsv(umap)
+    cells = _select_cells(o, select)
+    if cells is not None:
+        u = u[u["cell"].astype(str).isin(cells)]
+    return umap_by(u, o, list(keys), out_png, titles=titles, title=title)
 
 
 def _select_cells(obs: pd.DataFrame, select: Mapping[str, Any] | None) -> pd.Index | None:

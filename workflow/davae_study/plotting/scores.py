@@ -273,21 +273,23 @@ def kbet_curves(
             ax.set_title(label, pad=2, fontweight="bold" if ctype is None else "normal")
             data = avg if ctype is None else per_type[per_type["celltype"] == ctype]
             any_value = False
-            for m in methods:
+            for mi, m in enumerate(methods):
                 d = data[data["method"] == m].sort_values("pct")
                 if d.empty:
                     continue
                 c = method_color(m)
+                # dodge methods slightly along x so equal values (often 0 or 1) do not hide each other
+                dx = (mi - (len(methods) - 1) / 2) * 0.25
                 if rep is not None:
                     rr = rep[0] if ctype is None else rep[1][rep[1]["celltype"] == ctype]
                     rr = rr[rr["method"] == m]
                     if len(rr):
                         q = rr.groupby("pct")["value"].quantile([0.25, 0.75]).unstack().dropna()
                         if len(q):
-                            ax.fill_between(q.index, q[0.25], q[0.75], color=c, alpha=0.18, lw=0)
+                            ax.fill_between(q.index + dx, q[0.25], q[0.75], color=c, alpha=0.18, lw=0)
                 v = d["value"].to_numpy(float)
                 any_value |= bool(np.isfinite(v).any())
-                ax.plot(d["pct"], v, color=c, marker="o", ms=2.5, lw=1.1)
+                ax.plot(d["pct"] + dx, v, color=c, marker="o", ms=2.5, lw=1.1)
             if not any_value:
                 note = _first_note(data["note"]) if "note" in data else ""
                 note = "\n" + _shorten(note, 40) if note else ""
