@@ -61,6 +61,17 @@ def results(ifnb):
 
 
 @pytest.mark.parametrize("name", list(METHOD_PARAMS))
+def test_result_round_trips_through_h5ad(results, name, tmp_path):
+    import anndata as ad
+
+    path = tmp_path / f"{name}.h5ad"
+    results[name].write_h5ad(path)
+    back = ad.read_h5ad(path)
+    np.testing.assert_array_equal(back.obsm["X_emb"], results[name].obsm["X_emb"])
+    assert set(back.uns) == set(results[name].uns)
+
+
+@pytest.mark.parametrize("name", list(METHOD_PARAMS))
 def test_method_returns_contract(ifnb, results, name):
     from sklearn.metrics import adjusted_rand_score
     from sklearn.cluster import KMeans
