@@ -5,10 +5,15 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# The paper's study by default; a --configfile on the command line (e.g. config/demo.yaml) replaces it
+# instead of being merged into it, so the demo never inherits the paper's applications.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
 include: "workflow/rules/core.smk"
 include: "workflow/rules/figures.smk"
 

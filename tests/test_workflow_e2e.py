@@ -122,3 +122,15 @@ def test_bad_config_fails_with_one_clear_line(tmp_path):
     proc = snakemake(tmp_path, "all", "-n", check=False)
     assert proc.returncode != 0
     assert "applications.x.methods: 'seurat' has no entry under methods:" in proc.output
+
+
+def test_demo_config_replaces_the_paper_config():
+    """`--configfile config/demo.yaml` must not inherit (and download) the paper's applications."""
+    demo = subprocess.run([sys.executable, "-m", "snakemake", "-n", "all", "--cores", "1", "--configfile",
+                           "config/demo.yaml"], cwd=REPO, capture_output=True, text=True)
+    jobs = jobs_of(demo.stdout + demo.stderr)
+    assert jobs.get("prepare") == 2 and not any(r.startswith("download") for r in jobs), jobs
+    paper = subprocess.run([sys.executable, "-m", "snakemake", "-n", "all", "--cores", "1"], cwd=REPO,
+                           capture_output=True, text=True)
+    jobs = jobs_of(paper.stdout + paper.stderr)
+    assert jobs.get("prepare") == 5 and any(r.startswith("download") for r in jobs), jobs

@@ -34,7 +34,7 @@ def check_config(config: Mapping[str, Any], schema: Mapping[str, Any] | str | Pa
     """Raise :class:`ConfigError` with a one-line message for the first problem in ``config``."""
     if not isinstance(schema, Mapping):
         schema = load_schema(schema)
-    validator = jsonschema.Draft7Validator(schema)
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(map(str, e.path))))
     if errors:
         err = jsonschema.exceptions.best_match(errors)

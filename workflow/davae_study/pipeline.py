@@ -77,20 +77,43 @@ def prepare_application(
     prepare_params: Mapping[str, Any],
     out_h5ad: str,
     out_obs: str,
+    out_provenance: str | None = None,
+    *,
+    application: str | None = None,
+    sources: str | Mapping[str, Any] | None = None,
+    lock_path: str | None = None,
 ) -> ad.AnnData:
-    """Read an application's input files, prepare them, write ``prepared.h5ad`` and its ``obs.tsv``."""
+    """Read an application's input files, prepare them, write ``prepared.h5ad``, its ``obs.tsv`` and the
+    provenance table (source URL, sha256, download date, observed vs the paper's stated shape)."""
     from .data import read_application
+    from .data.download import load_sources
+    from .data.provenance import PROVENANCE_COLUMNS, provenance_table
     from .prepare import prepare
 
+    application = application or Path(out_h5ad).parent.name
     raw = read_application(input_spec, paths)
     log.info("read %s cells x %s genes from %s", raw.n_obs, raw.n_vars, dict(paths))
-    provenance = {"reader": input_spec["reader"], "files": {k: str(p) for k, p in paths.items()},
-                  "sha256": {k: sha256(p) for k, p in paths.items() if Path(p).is_file()}}
+    checksums = {role: sha256(p) for role, p in paths.items() if Path(p).is_file()}  # each file hashed once
+    rows = raw.uns.pop("provenance", None)
+    if rows is not None:  # the paper's readers check every part against the stated shape
+        table = provenance_table(rows, application=application, sources=load_sources(sources) if sources else None,
+                                 lock_path=lock_path, hash_files=False)
+        by_key = {"/".join(Path(p).parts[-2:]): checksums.get(role) for role, p in paths.items()}
+        table["sha256"] = [by_key.get(f) or s for f, s in zip(table["file"], table["sha256"])]
+    else:  # users' own files: record what was read
+        table = pd.DataFrame([{"application": application, "part": role, "file": str(p), "sha256": checksums.get(role),
+                               "cells": raw.n_obs, "genes": raw.n_vars, "status": "unchecked",
+                               "note": "no stated shape for this input"} for role, p in paths.items()])
+    table = table.reindex(columns=PROVENANCE_COLUMNS)
+    # keyed by file role: paths must not become HDF5 group names
+    provenance = {"reader": input_spec["reader"], "files": {k: str(p) for k, p in paths.items()}, "sha256": checksums}
     prepared = prepare(raw, provenance=provenance, **dict(prepare_params))
     log.info("prepared %s cells x %s genes, batches %s", prepared.n_obs, prepared.n_vars,
              prepared.obs["batch"].value_counts().to_dict())
     write_h5ad(prepared, out_h5ad)
     write_tsv(prepared.obs.rename_axis("cell").reset_index(), out_obs)
+    if out_provenance is not None:
+        write_tsv(table, out_provenance)
     return prepared
 
 

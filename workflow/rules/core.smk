@@ -7,6 +7,12 @@ rule prepare:
     output:
         h5ad="results/{app}/prepared.h5ad",
         obs="results/{app}/obs.tsv",
+        provenance=report(
+            "results/{app}/provenance.tsv",
+            caption="../report/provenance.rst",
+            category="{app}",
+            subcategory="Tables",
+        ),
     log:
         "logs/{app}/prepare.log",
     benchmark:
@@ -14,6 +20,8 @@ rule prepare:
     params:
         input_spec=lambda wc: config["applications"][wc.app]["input"],
         prepare=lambda wc: config["applications"][wc.app].get("prepare", {}),
+        sources=DATA["sources"],
+        lock=DATA["lock"],
     resources:
         mem_mb=8000,
         runtime=60,

@@ -35,6 +35,11 @@ DATA = {
     "backoff_s": 2.0,
     **(config.get("data") or {}),
 }
+# The data table and the lock file belong to the repository: relative paths resolve against it, so the
+# workflow can run in another working directory (--directory) and still find them.
+for _k in ("sources", "lock"):
+    if isinstance(DATA[_k], str) and not _Path(DATA[_k]).is_absolute():
+        DATA[_k] = str(_Path(workflow.basedir) / DATA[_k])
 DATA_SOURCES = _load_sources(DATA["sources"])
 
 

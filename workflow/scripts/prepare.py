@@ -8,4 +8,8 @@ with logged(snakemake.log[0]):
         snakemake.params.prepare,
         out_h5ad=snakemake.output.h5ad,
         out_obs=snakemake.output.obs,
+        out_provenance=snakemake.output.provenance,
+        application=snakemake.wildcards.app,
+        sources=snakemake.params.sources,
+        lock_path=snakemake.params.lock,
     )
