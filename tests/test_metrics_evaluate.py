@@ -81,6 +81,7 @@ def test_params_defaults_and_errors():
     p = resolve_params({"kbet": {"n_repeat": 7}})
     assert p["kbet"]["n_repeat"] == 7 and p["kbet"]["pcts"] == DEFAULTS["kbet"]["pcts"]
     assert p["kbet_pooled"]["n_repeat"] == 7  # the pooled variant inherits the kbet section
+    assert resolve_params({"kbet_pooled": {"max_cells": 500}})["kbet_pooled"]["max_cells"] == 500
     with pytest.raises(ValueError, match="unknown metrics config key"):
         resolve_params({"kbet_typo": {}})
     with pytest.raises(ValueError, match="unknown keys"):

@@ -264,6 +264,8 @@ def test_pooled_variant_downsamples_common_types_to_equal_batches():
     assert np.isnan(rows["kbet@5%"]["value"]) and "k0=8 < 10" in rows["kbet@5%"]["note"]
     assert all(0.5 < rows[f"kbet@{p}%"]["value"] <= 1 for p in (10, 15, 20, 25))
     assert "4 of 5" in rows["all"]["note"]
+    capped, _ = kbet_pooled(x, batch, ct, n_repeat=3, seed=0, max_cells=100)
+    assert {r["n"] for r in capped} == {100}
     assert len(reps) == 5 * 10
 
 

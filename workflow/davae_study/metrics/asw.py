@@ -50,5 +50,6 @@ def asw_batch(x, batch, cell_type, *, max_cells_per_type: int | None = None, see
         rows.append(row("asw_batch", "all", float(np.mean(vals)), int(sum(ns)),
                         "" if not skipped else f"mean over {len(vals)} of {len(types)} cell types"))
     else:
-        rows.append(nan_row("asw_batch", "all", 0, "no cell type with two or more batches" if len(types) else "no cell-type labels"))
+        why = "no cell type with two or more batches" if len(types) else "no cell-type labels"
+        rows.append(nan_row("asw_batch", "all", 0, why))
     return rows

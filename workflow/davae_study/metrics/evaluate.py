@@ -25,7 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "ari": {"n_iter": 20, "frac": 0.8, "kmeans_n_init": 1, "kmeans_max_iter": 30, "kmeans_init": "random"},
     "kbet": {"pcts": [5, 10, 15, 20, 25], "n_repeat": 100, "alpha": 0.05, "adapt": True, "n_perm": 3,
              "test_size": None, "do_pca": False},
-    "kbet_pooled": {},  # same keys as kbet; unset keys fall back to the kbet section
+    "kbet_pooled": {"max_cells": None},  # plus any kbet key; unset kbet keys follow the kbet section
     "lisi": {"perplexity": 30},
     "asw_batch": {"max_cells_per_type": None},
     "graph_connectivity": {"n_neighbors": 15},
@@ -56,7 +56,7 @@ def resolve_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
         if isinstance(out[key], dict):
             if not isinstance(val, Mapping):
                 raise ValueError(f"metrics.{key} must be a mapping, got {type(val).__name__}")
-            allowed = set(DEFAULTS["kbet"]) if key == "kbet_pooled" else set(out[key])
+            allowed = set(out[key]) | (set(DEFAULTS["kbet"]) if key == "kbet_pooled" else set())
             bad = set(val) - allowed
             if bad:
                 raise ValueError(f"unknown keys {sorted(bad)} in metrics.{key}; allowed: {sorted(allowed)}")
@@ -228,7 +228,8 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
             if not f_note and pd.isna(f1[m]):
                 f_note = ct_note if pd.isna(ct_norm[m]) else b_note
             new.append({"application": app, "method": m, "metric": "ari_f1", "group": "all",
-                        "value": f1[m], "n": min(n_ct, n_b), "note": f_note or "Tran et al. F1 of the normalised scores"})
+                        "value": f1[m], "n": min(n_ct, n_b),
+                        "note": f_note or "Tran et al. F1 of the normalised scores"})
     out = pd.concat([metrics[COLUMNS], pd.DataFrame(new, columns=COLUMNS)], ignore_index=True)
     out["value"] = out["value"].astype(float)
     out["note"] = out["note"].fillna("").astype(str)

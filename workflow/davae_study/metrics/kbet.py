@@ -594,11 +594,15 @@ def kbet_pooled(
     test_size: int | None = None,
     do_pca: bool = False,
     seed: int = 0,
+    max_cells: int | None = None,
     metric: str = "kbet_acceptance_pooled",
 ) -> tuple[list[dict], list[dict]]:
     """Tran et al. (2020)'s variant: cell types present in every batch, each downsampled to equal batch
     sizes (the smallest batch of that type), pooled; kBET at ``k0 = floor(pct * n_pooled / 100)``;
-    the value is the median acceptance over repeats."""
+    the value is the median acceptance over repeats.
+
+    The cost grows with the square of the pooled size (k0 reaches a quarter of it): ``max_cells``
+    subsamples the pool uniformly (seeded) beforehand; ``None`` keeps it whole."""
     x = as_embedding(x)
     ct, types = codes(cell_type)
     b, _ = codes(batch)
@@ -613,6 +617,8 @@ def kbet_pooled(
             continue
         keep.extend(np.concatenate([rng.choice(p, size=m, replace=False) for p in per_b]))
     keep = np.sort(np.asarray(keep, dtype=np.int64))
+    if max_cells is not None and keep.size > max_cells:
+        keep = np.sort(rng.choice(keep, size=int(max_cells), replace=False))
     n = keep.size
     tidy, reps = [], []
     if n == 0:

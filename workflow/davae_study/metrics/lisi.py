@@ -95,7 +95,7 @@ def lisi(x, batch, cell_type=None, *, perplexity: float = 30, n_jobs: int | None
         ct, _ = codes(cell_type)
         lab = ct >= 0
         if not lab.any():
-            rows += [nan_row("clisi", "all", 0, "no cell-type labels"), nan_row("clisi_median", "all", 0, "no cell-type labels")]
+            rows += [nan_row(m, "all", 0, "no cell-type labels") for m in ("clisi", "clisi_median")]
         else:
             # unlabelled cells keep their place in neighbourhoods but are not scored (their label is 'missing')
             codes_all = np.where(lab, ct, ct.max() + 1)
@@ -105,6 +105,7 @@ def lisi(x, batch, cell_type=None, *, perplexity: float = 30, n_jobs: int | None
             if nl < 2:
                 rows.append(nan_row("clisi", "all", int(lab.sum()), "one cell type only: cLISI cannot be scaled"))
             else:
-                rows.append(row("clisi", "all", (nl - cmed) / (nl - 1), int(lab.sum()), f"scIB-scaled median, {nl} types"))
+                rows.append(row("clisi", "all", (nl - cmed) / (nl - 1), int(lab.sum()),
+                                f"scIB-scaled median, {nl} types"))
             rows.append(row("clisi_median", "all", cmed, int(lab.sum()), "raw median cLISI (1 = pure)"))
     return rows
