@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from davae_study.metrics import DEFAULTS, METRIC_NAMES, evaluate, resolve_params, summarise
+from davae_study.metrics import DEFAULTS, METRIC_NAMES, evaluate, resolve_params, score, summarise
 
 COLS = ["application", "method", "metric", "group", "value", "n", "note"]
 FAST = {"ari": {"n_iter": 3}, "kbet": {"n_repeat": 5}, "enabled": list(METRIC_NAMES)}
@@ -135,3 +135,18 @@ def test_summarise_on_evaluate_output():
     v = out.set_index(["method", "metric"])["value"]
     assert v[("m1", "ari_celltype_norm")] == 1.0 and v[("m2", "ari_celltype_norm")] == 0.0
     assert v[("m2", "ari_f1")] == 0.0  # worst cell-type ARI -> F1 0 whatever its batch score
+
+
+def test_score_one_metric_on_an_anndata():
+    a = _adata()
+    values, table, reps = score(a, "kbet", n_repeat=4, pcts=[10, 20])
+    assert list(table.columns) == ["metric", "group", "value", "n", "note"]
+    assert set(table["group"]) >= {"T|kbet@10%", "Mono|kbet@20%", "kbet@10%", "all"}
+    assert 0.7 < values["kbet_acceptance"] <= 1 and set(reps["repeat"]) == set(range(4))
+    tidy, _ = evaluate(a, application="toy", method="pca", params={"enabled": ["asw_batch"]})
+    v_asw, _, _ = score(a, "asw_batch")
+    assert v_asw["asw_batch"] == tidy.set_index(["metric", "group"]).loc[("asw_batch", "all"), "value"]
+    with pytest.raises(ValueError, match="unknown metric"):
+        score(a, "nmi")
+    with pytest.raises(ValueError, match="embedding_key"):
+        score(a, "lisi", embedding_key="X_nope")

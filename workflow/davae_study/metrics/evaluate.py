@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -139,30 +139,91 @@ def evaluate(
     batch = adata.obs[batch_key].to_numpy()
     labels, why = _labels(adata, label_key)
     seed = int(p["seed"])
-    runners: dict[str, Callable[[], tuple[list[dict], list[dict]]]] = {
-        "ari": lambda: ari_tran(x, batch, labels, seed=seed, **p["ari"]),
-        "kbet": lambda: kbet_per_celltype(x, batch, labels, seed=seed, **p["kbet"]),
-        "kbet_pooled": lambda: kbet_pooled(x, batch, labels, seed=seed, **p["kbet_pooled"]),
-        "lisi": lambda: (lisi(x, batch, labels, **p["lisi"]), []),
-        "asw_batch": lambda: (asw_batch(x, batch, labels, seed=seed, **p["asw_batch"]), []),
-        "graph_connectivity": lambda: (graph_connectivity(x, labels, **p["graph_connectivity"]), []),
-    }
     for name in enabled:
-        if labels is None and name in NEEDS_LABELS:
-            rows += [nan_row(m, "all", n, why) for m in METRIC_NAMES[name]]
-            continue
         try:
-            t, r = runners[name]()
+            t, r = _run_metric(name, x, batch, labels, why, p[name], seed)
         except Exception as exc:  # one broken metric must not hide the others
             log.exception("metric %s failed for %s/%s", name, application, method)
             rows += [nan_row(m, "all", n, f"metric error: {type(exc).__name__}: {exc}") for m in METRIC_NAMES[name]]
             continue
-        if labels is None and name == "lisi":
-            t = [r_ for r_ in t if r_["metric"] not in LABEL_METRICS]
-            t += [nan_row(m, "all", n, why) for m in ("clisi", "clisi_median")]
         rows += t
         reps += r
     return _finish(rows, reps, application, method)
+
+
+def _run_metric(name, x, batch, labels, why, params, seed) -> tuple[list[dict], list[dict]]:
+    """Rows and per-repeat rows of one metric; label-based ones become NaN rows (``why``) without labels."""
+    n = len(batch)
+    if labels is None and name in NEEDS_LABELS:
+        return [nan_row(m, "all", n, why) for m in METRIC_NAMES[name]], []
+    if name == "ari":
+        return ari_tran(x, batch, labels, seed=seed, **params)
+    if name == "kbet":
+        return kbet_per_celltype(x, batch, labels, seed=seed, **params)
+    if name == "kbet_pooled":
+        return kbet_pooled(x, batch, labels, seed=seed, **params)
+    if name == "lisi":
+        rows = lisi(x, batch, labels, **params)
+        if labels is None:
+            rows = [r for r in rows if r["metric"] not in LABEL_METRICS]
+            rows += [nan_row(m, "all", n, why) for m in ("clisi", "clisi_median")]
+        return rows, []
+    if name == "asw_batch":
+        return asw_batch(x, batch, labels, seed=seed, **params), []
+    if name == "graph_connectivity":
+        return graph_connectivity(x, labels, **params), []
+    raise ValueError(f"unknown metric {name!r}; use one of {sorted(METRIC_NAMES)}")
+
+
+def score(
+    adata,
+    metric: str,
+    *,
+    batch_key: str = "batch",
+    label_key: str = "cell_type",
+    embedding_key: str = "X_emb",
+    seed: int = 0,
+    **params,
+) -> tuple[pd.Series, pd.DataFrame, pd.DataFrame]:
+    """One metric of one AnnData, outside the pipeline.
+
+    Parameters
+    ----------
+    adata
+        AnnData with ``obsm[embedding_key]``, ``obs[batch_key]`` and (for label-based metrics)
+        ``obs[label_key]``.
+    metric
+        ``ari``, ``kbet``, ``kbet_pooled``, ``lisi``, ``asw_batch`` or ``graph_connectivity``.
+    seed, **params
+        Seed and the metric's own config keys (e.g. ``n_repeat=20`` for ``kbet``), over the defaults.
+
+    Returns
+    -------
+    values
+        The overall (``group == 'all'``) value of each row metric, indexed by metric name.
+    table
+        Tidy per-group rows: ``metric, group, value, n, note``.
+    repeats
+        Per-repeat rows (kBET repeats, ARI iterations), the same columns plus ``repeat``.
+
+    Examples
+    --------
+    >>> values, table, _ = score(adata, "kbet", n_repeat=20)  # doctest: +SKIP
+    >>> values["kbet_acceptance"]  # doctest: +SKIP
+    """
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {metric!r}; use one of {sorted(METRIC_NAMES)}")
+    p = resolve_params({metric: params})
+    if embedding_key not in adata.obsm:
+        raise ValueError(f"obsm[{embedding_key!r}] missing; pass embedding_key= naming the embedding")
+    if batch_key not in adata.obs:
+        raise ValueError(f"obs[{batch_key!r}] missing; pass batch_key= naming the batch column")
+    labels, why = _labels(adata, label_key)
+    rows, reps = _run_metric(metric, adata.obsm[embedding_key], adata.obs[batch_key].to_numpy(), labels, why,
+                             p[metric], int(seed))
+    table, rep = frame(rows), frame(reps, repeats=True)
+    values = table[table["group"] == "all"].set_index("metric")["value"]
+    return values, table, rep
 
 
 def _finish(rows, reps, application, method) -> tuple[pd.DataFrame, pd.DataFrame]:
