@@ -150,3 +150,16 @@ def test_score_one_metric_on_an_anndata():
         score(a, "nmi")
     with pytest.raises(ValueError, match="embedding_key"):
         score(a, "lisi", embedding_key="X_nope")
+
+
+def test_summarise_after_tsv_round_trip(tmp_path):
+    from davae_study.io import read_tsv, write_tsv
+
+    a = _adata(status="failed")
+    failed, _ = evaluate(a, application="toy", method="bad", params={"enabled": ["ari"]})
+    ok, _ = evaluate(_adata(), application="toy", method="pca", params={"enabled": ["ari"], "ari": {"n_iter": 2}})
+    write_tsv(pd.concat([ok, failed], ignore_index=True), tmp_path / "m.tsv")
+    out = summarise(read_tsv(tmp_path / "m.tsv"))
+    new = out[out["metric"].isin(["ari_celltype_norm", "one_minus_ari_batch_norm", "ari_f1"])]
+    assert (new.loc[new["method"] == "bad", "note"] == "method failed: CUDA out of memory").all()
+    assert not out["note"].isin(["nan"]).any()

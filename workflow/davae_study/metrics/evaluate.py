@@ -260,6 +260,7 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise ValueError(f"metrics table lacks columns {sorted(missing)}; pass the tidy table from evaluate()")
     new = []
+    metrics = metrics.assign(note=metrics["note"].fillna("").astype(str))  # empty notes read back as NaN
     base = metrics[metrics["group"] == "all"]
     for app, sub in base.groupby("application", sort=False):
         wide_v = sub.pivot_table(index="method", columns="metric", values="value", aggfunc="first", dropna=False)
