@@ -230,6 +230,13 @@ def test_spatial_probabilities(tmp_path, spots, ifnb):
     assert w == round(FULL_WIDTH * DPI) and h < w
     with pytest.raises(ValueError, match="available types"):
         spatial_probabilities(tr, spots, ["L4"], tmp_path / "x.png")
+    # failed method (header-only transfer table) or spots without coordinates: a small figure saying so
+    failed = pd.DataFrame(columns=["cell", "predicted", "confidence"])
+    w, h = assert_figure(spatial_probabilities(failed, spots, types, tmp_path / "failed.png", title="t")[0],
+                         min_ink=0.002)
+    assert h < 300
+    assert_figure(spatial_probabilities(tr, spots.assign(x=np.nan), types, tmp_path / "nocoords.png")[0],
+                  min_ink=0.002)
 
 
 # ---------------------------------------------------------------- Fig 6c-e

@@ -111,10 +111,11 @@ def _message_figure(message: str, out_png, title: str | None):
     from .style import HALF_WIDTH
 
     with figure_style():
-        fig, ax = plt.subplots(figsize=(HALF_WIDTH, 1.2))
+        fig = plt.figure(figsize=(HALF_WIDTH, 1.2))
+        ax = fig.add_axes([0.02, 0.02, 0.96, 0.7 if title else 0.96])
         empty_panel(ax, message)
         if title:
-            ax.set_title(title, fontweight="bold")
+            fig.suptitle(title, y=0.96, va="top", fontweight="bold", fontsize=7)
         return save_figure(fig, out_png)
 
 
@@ -160,7 +161,12 @@ def spatial_probabilities(
     c = coords.dropna(subset=["x", "y"]).copy()
     c["cell"] = c["cell"].astype(str)
     c = c[c["cell"].isin(t.index)]
-    slices = _slices(c) or sorted(pd.unique(coords["batch"].dropna()), key=natural_key) or ["(none)"]
+    if c.empty:
+        why = ("no spots: the method failed (header-only transfer table)" if t.empty else
+               "no spot of the transfer table has coordinates" if len(coords.dropna(subset=["x", "y"])) else
+               "no spot has coordinates")
+        return _message_figure(why, out_png, title)
+    slices = _slices(c)
     nrows, ncols = len(slices), len(types)
     row_label_w = 0.2
     cbar_h = 0.45
@@ -184,8 +190,8 @@ def spatial_probabilities(
                 if i == 0:
                     ax.set_title(ty, pad=2, fontweight="bold")
                 d = c[c["batch"] == sl]
-                if d.empty or vals.empty:
-                    empty_panel(ax, "no spots\n(method failed)" if t.empty else "no spots")
+                if d.empty:
+                    empty_panel(ax, "no spots")
                 else:
                     v = vals.reindex(d["cell"]).to_numpy(float)
                     order = np.argsort(np.nan_to_num(v, nan=-1.0), kind="stable")
