@@ -60,6 +60,22 @@ def run_rule(renderer: str, out: Path, params: dict | None = None, **inputs) -> 
     return out
 
 
+def _write_10x_peaks_h5(path: Path, a) -> None:
+    """The 10x v3 HDF5 layout of a filtered peak matrix (features x barcodes CSC, feature_type 'Peaks')."""
+    import h5py
+
+    x = sp.csr_matrix(a.X).astype(np.int32)  # cells x peaks CSR == peaks x cells CSC
+    with h5py.File(path, "w") as f:
+        g = f.create_group("matrix")
+        g["barcodes"] = np.array(a.obs_names, dtype="S")
+        g["data"], g["indices"], g["indptr"] = x.data, x.indices, x.indptr
+        g["shape"] = np.array([a.n_vars, a.n_obs], dtype=np.int32)
+        feat = g.create_group("features")
+        feat["id"] = feat["name"] = np.array(a.var_names, dtype="S")
+        feat["feature_type"] = np.array(["Peaks"] * a.n_vars, dtype="S")
+        feat["genome"] = np.array(["GRCh38"] * a.n_vars, dtype="S")
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     """A results/<app>/ tree of real-data files in the contract formats."""
@@ -142,6 +158,7 @@ def results(tmp_path_factory):
                     obs=pd.DataFrame(index=a.obs_names.str.replace(r":.*$", "", regex=True)),
                     var=pd.DataFrame(index=names))
     pk.write_h5ad(root / "peaks.h5ad")
+    _write_10x_peaks_h5(root / "peaks.h5", pk)
     write_tsv(tr.assign(cell=tr["cell"] + ":atac"), root / "transfer_suffixed.tsv")
 
     bench = []
@@ -185,7 +202,9 @@ def test_every_renderer_through_the_rule_entry_point(tmp_path, results):
              {"kwargs": {"genes": GENES, "select": {"modality": "ATAC"}, "value_label": "gene activity"}},
              umap=results.umaps["davae"], expression=r / "prepared.h5ad")
     run_rule("coverage", tmp_path / "coverage.png", {"kwargs": {"genes": GENES, "min_cells": 10}},
-             peaks=r / "peaks.h5ad", gtf=r / "genes.gtf", transfer=r / "transfer_suffixed.tsv")
+             peaks=r / "peaks.h5", gtf=r / "genes.gtf", transfer=r / "transfer_suffixed.tsv")
+    run_rule("coverage", tmp_path / "coverage_h5ad.png", {"kwargs": {"genes": GENES[:2], "min_cells": 10}},
+             peaks=r / "peaks.h5ad", gtf=r / "genes.gtf", transfer=r / "transfer.tsv")
     run_rule("spatial_clusters", tmp_path / "spatial_clusters.png", {}, clusters=r / "clusters.tsv")
     run_rule("spatial_probabilities", tmp_path / "spatial_prob.png", {"kwargs": {"types": ["B", "CD14 Mono"]}},
              transfer=r / "transfer.tsv", prepared=r / "prepared.h5ad")
@@ -197,7 +216,7 @@ def test_every_renderer_through_the_rule_entry_point(tmp_path, results):
     m, n, p = zip(*results.bench)
     run_rule("runtime", tmp_path / "runtime.png", {"kwargs": {"methods": list(m), "n_cells": list(n)}},
              benchmarks=list(p))
-    assert len(list(tmp_path.glob("*.png"))) == 14
+    assert len(list(tmp_path.glob("*.png"))) == 15
     assert set(RENDERERS) <= CALLED, f"renderers not exercised: {set(RENDERERS) - CALLED}"
 
 
