@@ -59,7 +59,7 @@ class DAVAE:
             latent_dim=self.params.latent_dim, encoder_batch=self.params.encoder_batch,
             decoder_batch=self.params.decoder_batch, dropout_encoder=self.params.dropout_encoder,
             dropout_decoder=self.params.dropout_decoder, dropout_classifier=self.params.dropout_classifier,
-            classifier_hidden=self.params.classifier_hidden,
+            classifier_hidden=self.params.classifier_hidden, classifier_depth=self.params.classifier_depth,
         )
         self.history: dict[str, list[float]] = {}
         self.is_trained = False
@@ -180,6 +180,7 @@ class DAVAE:
             encoder_batch=params.encoder_batch, decoder_batch=params.decoder_batch,
             dropout_encoder=params.dropout_encoder, dropout_decoder=params.dropout_decoder,
             dropout_classifier=params.dropout_classifier, classifier_hidden=params.classifier_hidden,
+            classifier_depth=params.classifier_depth,
         )
         self.module.load_state_dict(state["state_dict"])
         self.module.eval()

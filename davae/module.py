@@ -80,6 +80,7 @@ class DAVAEModule(nn.Module):
         dropout_decoder: float = 0.1,
         dropout_classifier: float = 0.01,
         classifier_hidden: int = 16,
+        classifier_depth: int = 1,
     ):
         super().__init__()
         self.n_genes, self.n_batches = int(n_genes), int(n_batches)
@@ -91,10 +92,7 @@ class DAVAEModule(nn.Module):
         self.decoder = _mlp(latent_dim + (n_batches if decoder_batch else 0), hidden[::-1], dropout_decoder)
         self.out = nn.Linear(hidden[0], n_genes)
         self.classifier = nn.Sequential(
-            nn.Linear(latent_dim, classifier_hidden),
-            BatchNormNoScale(classifier_hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout_classifier),
+            *_mlp(latent_dim, [classifier_hidden] * classifier_depth, dropout_classifier),
             nn.Linear(classifier_hidden, n_batches),
         )
         self.reset_parameters()

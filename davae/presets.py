@@ -11,8 +11,10 @@ Two presets:
 ``"default"``
     The same network with the changes the ablation (``benchmarks/davae_ablation.py``, ``docs/davae.md``)
     showed are needed for it to integrate real data: every batch reconstructed, a fixed-variance Gaussian
-    reconstruction term, the domain weight ramped up as in Ganin et al. (2016), a batch-free encoder input,
-    a 10-d latent, and a floor on the number of optimiser steps so small data sets are trained long enough.
+    reconstruction term, a stronger domain classifier (256 hidden units) that learns 5x faster than the
+    encoder (two-timescale adversarial training), the domain weight ramped up as in Ganin et al. (2016), a
+    batch-free encoder input, a 10-d latent, Adam lr 1e-3, and a floor on the number of optimiser steps so
+    small data sets are trained long enough.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ class DAVAEParams:
         Concatenate the batch one-hot to the encoder / decoder input (scbean's DACVAE: both; DAVAE: neither).
     dropout_encoder, dropout_decoder, dropout_classifier
         Dropout after each hidden layer of the three networks.
-    classifier_hidden
-        Width of the domain classifier's single hidden layer.
+    classifier_hidden, classifier_depth
+        Width and number of the domain classifier's hidden layers (scbean: one layer of 16).
+    classifier_lr_factor
+        The classifier's learning rate is ``lr × classifier_lr_factor`` (two-timescale adversarial training).
     recon_weight
         ``"reference"``: only cells of the reference batch are reconstructed (scbean's ``loss_weight`` = 1
         for the first data set, 0 for the others); ``"all"``: every cell.
@@ -75,6 +79,8 @@ class DAVAEParams:
     dropout_decoder: float = 0.1
     dropout_classifier: float = 0.01
     classifier_hidden: int = 16
+    classifier_depth: int = 1
+    classifier_lr_factor: float = 1.0
     recon_weight: str = "all"
     reference_batch: str | None = None
     recon_loss: str = "gaussian"
@@ -113,7 +119,7 @@ PRESETS: dict[str, DAVAEParams] = {
         batch_size=128,
         lr=0.01,
     ),
-    "default": DAVAEParams(),
+    "default": DAVAEParams(classifier_hidden=256, classifier_lr_factor=5.0),
 }
 
 OVERRIDE_NAMES = tuple(f.name for f in fields(DAVAEParams))
@@ -144,7 +150,7 @@ def get_params(preset: str | DAVAEParams = "default", **overrides: Any) -> DAVAE
 def _check(p: DAVAEParams) -> None:
     if not p.hidden_layers or any(int(h) < 1 for h in p.hidden_layers):
         raise ValueError(f"hidden_layers must be positive widths, got {list(p.hidden_layers)}")
-    for name in ("latent_dim", "epochs", "batch_size", "classifier_hidden", "n_top_genes"):
+    for name in ("latent_dim", "epochs", "batch_size", "classifier_hidden", "classifier_depth", "n_top_genes"):
         if int(getattr(p, name)) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(p, name)}")
     if p.batch_size < 2:
@@ -156,6 +162,8 @@ def _check(p: DAVAEParams) -> None:
             raise ValueError(f"{name} must be in [0, 1), got {getattr(p, name)}")
     if p.domain_lambda < 0:
         raise ValueError(f"domain_lambda must be >= 0, got {p.domain_lambda}")
+    if p.classifier_lr_factor <= 0:
+        raise ValueError(f"classifier_lr_factor must be > 0, got {p.classifier_lr_factor}")
     if p.lr <= 0:
         raise ValueError(f"lr must be > 0, got {p.lr}")
     if p.recon_weight not in RECON_WEIGHTS:

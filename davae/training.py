@@ -72,7 +72,13 @@ def train(
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     module.to(device).train()
-    opt = torch.optim.Adam(module.parameters(), lr=params.lr, eps=params.adam_eps, weight_decay=params.weight_decay)
+    clf = list(module.classifier.parameters())
+    clf_ids = {id(p) for p in clf}
+    rest = [p for p in module.parameters() if id(p) not in clf_ids]
+    opt = torch.optim.Adam(
+        [{"params": rest}, {"params": clf, "lr": params.lr * params.classifier_lr_factor}],
+        lr=params.lr, eps=params.adam_eps, weight_decay=params.weight_decay,
+    )
     epochs = n_epochs(n, params)
     steps_per_epoch = len(_minibatches(n, params.batch_size, np.random.default_rng(0)))
     total_steps = epochs * steps_per_epoch

@@ -1,0 +1,285 @@
+"""Tests of the DAVAE core (davae/): gradient reversal, loss, determinism, API/CLI contract, input errors,
+and that a real data set mixes better than uncorrected PCA while keeping cell types apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+import davae
+from davae.cli import main as cli_main
+from davae.module import DAVAEModule, davae_loss, ganin_lambda, grad_reverse
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY = dict(epochs=2, min_steps=0, batch_size=16, hidden_layers=[16, 8], latent_dim=3)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _toy(n_per_batch=40, n_genes=30, n_batches=2, sparse=True, seed=0) -> ad.AnnData:
+    """Counts with two cell types and a multiplicative batch effect."""
+    rng = np.random.default_rng(seed)
+    n = n_per_batch * n_batches
+    ct = rng.integers(0, 2, n)
+    batch = np.repeat(np.arange(n_batches), n_per_batch)
+    mu = np.where(ct[:, None] == 0, 2.0, 0.5) * rng.uniform(0.5, 2, n_genes)[None]
+    mu = mu * np.where(batch[:, None] == 1, rng.uniform(0.3, 3, n_genes)[None], 1.0)
+    X = rng.poisson(mu * 3).astype(np.float32)
+    X[:, 0] += 1  # no empty cells
+    a = ad.AnnData(X=sp.csr_matrix(X) if sparse else X)
+    a.obs_names = [f"c{i}" for i in range(n)]
+    a.var_names = [f"g{j}" for j in range(n_genes)]
+    a.obs["batch"] = pd.Categorical([f"b{k}" for k in batch])
+    a.obs["cell_type"] = pd.Categorical([f"t{k}" for k in ct])
+    return a
+
+
+def _lognorm(a: ad.AnnData) -> ad.AnnData:
+    b = a.copy()
+    X = b.X.toarray() if sp.issparse(b.X) else b.X
+    X = np.log1p(X / X.sum(1, keepdims=True) * 1e4).astype(np.float32)
+    b.X = sp.csr_matrix(X) if sp.issparse(a.X) else X
+    return b
+
+
+# --- network pieces -----------------------------------------------------------------------------------
+def test_gradient_reversal_flips_sign():
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(5, 3, dtype=torch.float64)
+    y = grad_reverse(x, 0.7)
+    assert torch.equal(y, x)  # identity forward
+    (y * c).sum().backward()
+    assert torch.allclose(x.grad, -0.7 * c)
+    x.grad = None
+    (x * c).sum().backward()  # without the layer the gradient is +c
+    assert torch.allclose(x.grad, c)
+
+
+def test_scbean_architecture_as_released():
+    p = davae.get_params("scbean")
+    m = DAVAEModule(n_genes=50, n_batches=3, hidden_layers=p.hidden_layers, latent_dim=p.latent_dim,
+                    encoder_batch=p.encoder_batch, decoder_batch=p.decoder_batch,
+                    dropout_encoder=p.dropout_encoder, dropout_decoder=p.dropout_decoder,
+                    dropout_classifier=p.dropout_classifier)
+    lin = [l for l in m.encoder if isinstance(l, torch.nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in lin] == [(53, 128), (128, 64), (64, 32)]
+    assert m.z_mean.out_features == 5
+    dec = [l for l in m.decoder if isinstance(l, torch.nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in dec] == [(8, 32), (32, 64), (64, 128)]
+    assert (m.out.in_features, m.out.out_features) == (128, 50)
+    bn = m.encoder[1]
+    assert bn.bn.weight is None and bn.bias.shape == (128,)  # learned shift, no learned scale
+    assert bn.bn.momentum == pytest.approx(0.01) and bn.bn.eps == pytest.approx(1e-3)
+    drops = [l.p for l in m.encoder if isinstance(l, torch.nn.Dropout)]
+    assert drops == [0.1] * 3
+    assert m.classifier[0].out_features == 16 and m.classifier[3].p == pytest.approx(0.01)
+    assert p.recon_weight == "reference" and p.lambda_schedule == "constant" and p.lr == 0.01
+
+
+def test_loss_matches_hand_computation():
+    x = np.array([[1.0, 0.0, 2.0], [0.5, 1.5, 0.0]])
+    xh = np.array([[0.5, 0.5, 1.0], [1.0, 1.0, 1.0]])
+    w = np.array([1.0, 0.0])
+    mu = np.array([[0.1, -0.2], [0.3, 0.0]])
+    lv = np.array([[0.0, -1.0], [0.5, 0.2]])
+    logits = np.array([[2.0, 0.0], [0.0, 1.0]])
+    b = np.array([0, 1])
+    lam, D = 2.5, 3
+    out = {"mu": torch.tensor(mu), "logvar": torch.tensor(lv), "x_hat": torch.tensor(xh),
+           "logits": torch.tensor(logits)}
+    args = (torch.tensor(x), torch.tensor(b), torch.tensor(w), lam)
+    # by hand
+    r = w[:, None] * x - w[:, None] * xh
+    mse = (r ** 2).mean(1)
+    var = r.var()  # numpy: population variance over all entries
+    recon_sc = mse * (D / 2) / var + (D / 2) / var * np.log(var)
+    kl = -0.5 * (1 + lv - mu ** 2 - np.exp(lv)).sum(1)
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    ce = -np.log(p[np.arange(2), b])
+    dom = ce * D * lam
+    got = davae_loss(out, *args, recon_loss="scbean")
+    assert float(got["recon"]) == pytest.approx(recon_sc.mean(), rel=1e-12)
+    assert float(got["kl"]) == pytest.approx(kl.mean(), rel=1e-12)
+    assert float(got["domain"]) == pytest.approx(dom.mean(), rel=1e-12)
+    assert float(got["loss"]) == pytest.approx((recon_sc + kl + dom).mean(), rel=1e-12)
+    got = davae_loss(out, *args, recon_loss="gaussian")
+    assert float(got["recon"]) == pytest.approx((w * 0.5 * ((x - xh) ** 2).sum(1)).mean(), rel=1e-12)
+
+
+def test_ganin_ramp():
+    assert ganin_lambda(0.0) == 0.0
+    assert ganin_lambda(1.0) == pytest.approx(0.9999, abs=1e-4)
+    assert ganin_lambda(0.2) < ganin_lambda(0.5)
+
+
+# --- API ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sparse", [True, False])
+def test_integrate_contract_preprocess_false(sparse):
+    a = _lognorm(_toy(sparse=sparse))
+    a.obs["extra"] = np.arange(a.n_obs)
+    out = davae.integrate(a, preprocess=False, seed=0, device="cpu", progress=False, **TINY)
+    assert list(out.obs_names) == list(a.obs_names) and list(out.var_names) == list(a.var_names)
+    assert (out.obs["extra"].to_numpy() == np.arange(a.n_obs)).all()
+    assert out.obsm["X_davae"].shape == (a.n_obs, 3)
+    assert out.layers["davae_recovered"].shape == a.shape
+    assert np.isfinite(out.obsm["X_davae"]).all()
+    assert out.uns["davae"]["preset"] == "default"
+    assert out.uns["davae"]["params"]["epochs"] == 2
+    assert len(out.uns["davae"]["history"]["loss"]) == 2
+    assert sp.issparse(out.X) == sparse
+    assert "X_davae" not in a.obsm  # copy=True leaves the input alone
+
+
+def test_integrate_preprocess_selects_genes():
+    a = _toy(n_genes=40)
+    out = davae.integrate(a, preset="scbean", n_top_genes=25, seed=0, device="cpu", progress=False,
+                          **{k: v for k, v in TINY.items()})
+    assert out.n_vars == 25 and list(out.obs_names) == list(a.obs_names)
+    assert set(out.var_names) <= set(a.var_names)
+    np.testing.assert_array_equal(out.layers["counts"].toarray(), a[:, out.var_names].X.toarray())
+    assert out.X.max() < 20  # log-normalised, not counts
+
+
+def test_same_seed_same_embedding():
+    a = _lognorm(_toy())
+    kw = dict(preprocess=False, device="cpu", progress=False, **TINY)
+    e1 = davae.integrate(a, seed=3, **kw).obsm["X_davae"]
+    e2 = davae.integrate(a, seed=3, **kw).obsm["X_davae"]
+    e3 = davae.integrate(a, seed=4, **kw).obsm["X_davae"]
+    np.testing.assert_array_equal(e1, e2)
+    assert not np.allclose(e1, e3)
+
+
+def test_model_save_load_roundtrip(tmp_path):
+    a = _lognorm(_toy())
+    m = davae.DAVAE(a, batch_key="batch", **TINY).fit(seed=0, device="cpu", progress=False)
+    z = m.transform()
+    m.save(tmp_path / "m.pt")
+    m2 = davae.DAVAE.load(tmp_path / "m.pt", adata=a, device="cpu")
+    np.testing.assert_allclose(m2.transform(), z, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(m2.recover(), m.recover(), rtol=0, atol=1e-5)
+    assert m2.recover(target_batch="b0").shape == a.shape
+    assert m2.history == m.history and m2.params == m.params
+
+
+def test_cli_integrate(tmp_path):
+    a = _toy()
+    a.write_h5ad(tmp_path / "in.h5ad")
+    rc = cli_main(["integrate", str(tmp_path / "in.h5ad"), str(tmp_path / "out.h5ad"), "--batch-key", "batch",
+                   "--epochs", "2", "--min-steps", "0", "--batch-size", "16", "--hidden-layers", "16,8",
+                   "--n-top-genes", "20", "--no-progress", "--save-model", str(tmp_path / "m.pt")])
+    assert rc == 0
+    out = ad.read_h5ad(tmp_path / "out.h5ad")
+    assert list(out.obs_names) == list(a.obs_names) and list(out.obs.columns) == list(a.obs.columns)
+    assert out.n_vars == 20 and "X_davae" in out.obsm and "davae_recovered" in out.layers
+    assert (tmp_path / "m.pt").exists()
+
+
+def test_cli_error_is_one_line(tmp_path, capsys):
+    a = _toy()
+    a.write_h5ad(tmp_path / "in.h5ad")
+    rc = cli_main(["integrate", str(tmp_path / "in.h5ad"), str(tmp_path / "o.h5ad"), "--batch-key", "nope"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "batch key 'nope'" in err
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+# --- bad input ------------------------------------------------------------------------------------------
+def _bad(kind: str) -> tuple[ad.AnnData, dict]:
+    a = _lognorm(_toy(sparse=False))
+    kw: dict = {}
+    if kind == "missing_key":
+        kw["batch_key"] = "sample"
+    elif kind == "one_batch":
+        a.obs["batch"] = "b0"
+    elif kind == "nan":
+        a.X[3, 2] = np.nan
+    elif kind == "inf":
+        a.X[3, 2] = np.inf
+    elif kind == "negative":
+        a.X[1, 1] = -0.5
+    elif kind == "no_genes":
+        a = a[:, []].copy()
+    elif kind == "small_batch":
+        kw["batch_size"] = 64
+    elif kind == "missing_labels":
+        a.obs["batch"] = a.obs["batch"].astype(object)
+        a.obs.iloc[0, a.obs.columns.get_loc("batch")] = np.nan
+    elif kind == "text_matrix":
+        a = ad.AnnData(X=np.full((80, 3), "x", dtype=object), obs=a.obs)
+    elif kind == "bad_param":
+        kw["not_a_param"] = 1
+    return a, kw
+
+
+@pytest.mark.parametrize("kind,match", [
+    ("missing_key", "batch key 'sample' not in adata.obs"),
+    ("one_batch", "only one batch"),
+    ("nan", "NaN or inf"),
+    ("inf", "NaN or inf"),
+    ("negative", "negative values"),
+    ("no_genes", "at least one cell and one gene"),
+    ("small_batch", "smaller than batch_size=64"),
+    ("missing_labels", "missing labels"),
+    ("text_matrix", "convert it to float32"),
+    ("bad_param", "unknown DAVAE parameter"),
+])
+def test_bad_input_one_line_errors(kind, match):
+    a, kw = _bad(kind)
+    kw = {"batch_key": "batch", "preprocess": False, "device": "cpu", "progress": False, **TINY, **kw}
+    with pytest.raises(ValueError, match=match) as e:
+        davae.integrate(a, **kw)
+    assert "\n" not in str(e.value)
+
+
+def test_numeric_batch_labels_are_categories():
+    a = _lognorm(_toy())
+    a.obs["batch"] = (a.obs["batch"] == "b1").astype(int)  # 0/1 integers
+    out = davae.integrate(a, preprocess=False, device="cpu", progress=False, **TINY)
+    assert out.uns["davae"]["batch_categories"] == ["0", "1"]
+
+
+# --- real data ------------------------------------------------------------------------------------------
+def _mix(x, batch, k=15):
+    from sklearn.neighbors import NearestNeighbors
+
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+    return float((batch[idx] != batch[:, None]).mean())
+
+
+def _purity(x, labels, k=15):
+    from sklearn.neighbors import NearestNeighbors
+
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+    return float((labels[idx] == labels[:, None]).mean())
+
+
+@pytest.mark.shared_data
+def test_real_data_mixes_better_than_pca_and_keeps_types():
+    path = DATA / "cellbench_3cl_10x_celseq2_dropseq_symbols.h5ad"
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    import scanpy as sc
+
+    prep = davae.preprocess(ad.read_h5ad(path), "batch")
+    b, ct = prep.obs["batch"].to_numpy(), prep.obs["cell_type"].to_numpy()
+    pca = prep.copy()
+    sc.pp.pca(pca, n_comps=30, random_state=0)
+    out = davae.integrate(prep, preprocess=False, seed=0, device="cpu", progress=False, min_steps=400)
+    z = out.obsm["X_davae"]
+    mix_pca, mix_dav = _mix(pca.obsm["X_pca"], b), _mix(z, b)
+    pur_pca, pur_dav = _purity(pca.obsm["X_pca"], ct), _purity(z, ct)
+    assert mix_dav > 2 * mix_pca, (mix_dav, mix_pca)
+    assert pur_dav > 0.9, (pur_dav, pur_pca)
