@@ -25,6 +25,7 @@ from davae_study.plotting import (  # noqa: E402
     method_color,
     method_label,
     order_methods,
+    register_method_labels,
     summary_heatmap,
     umap_grid,
 )
@@ -146,8 +147,21 @@ def test_method_colours_fixed_by_name_and_aliases():
     assert method_color("my_method") == method_color("my_method")  # stable for unknown names
     colours = [method_color(m) for m in ("raw", "davae", "scanorama", "desc", "harmony")]
     assert len(set(colours)) == len(colours)
-    assert order_methods(["harmony", "desc", "zeta", "davae", "pca", "scanorama"]) == [
-        "pca", "davae", "scanorama", "desc", "harmony", "zeta"]
+    assert order_methods(["harmony", "desc", "zeta", "davae", "pca", "scanorama", "davae_released"]) == [
+        "pca", "davae", "davae_released", "scanorama", "desc", "harmony", "zeta"]
+    assert method_color("davae_released") not in colours
+
+
+def test_config_labels_override_builtin_labels():
+    from davae_study.plotting.style import _CONFIG_LABELS
+
+    before = dict(_CONFIG_LABELS)
+    try:
+        register_method_labels({"my_method": "Mine", "pca": None})
+        assert method_label("my_method") == "Mine" and method_label("pca") == "RAW"
+    finally:
+        _CONFIG_LABELS.clear()
+        _CONFIG_LABELS.update(before)
 
 
 def test_category_colours_stable_by_sorted_category():

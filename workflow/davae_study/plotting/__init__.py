@@ -23,7 +23,7 @@ from .markers import group_expression, marker_dotplot, marker_violins, read_gene
 from .runtime import growth_exponent, read_benchmarks, runtime_scaling
 from .scores import ari_scatter, kbet_curves, summary_heatmap
 from .spatial import spatial_clusters, spatial_probabilities
-from .style import category_colors, method_color, method_label, order_methods, save_figure
+from .style import category_colors, method_color, method_label, order_methods, register_method_labels, save_figure
 
 __all__ = [
     "aggregate_peaks",
@@ -41,6 +41,7 @@ __all__ = [
     "order_methods",
     "read_benchmarks",
     "read_genes",
+    "register_method_labels",
     "runtime_scaling",
     "save_figure",
     "spatial_clusters",

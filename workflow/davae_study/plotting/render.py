@@ -26,6 +26,7 @@ from .markers import marker_dotplot, marker_violins, read_genes
 from .runtime import read_benchmarks, runtime_scaling
 from .scores import ari_scatter, kbet_curves, summary_heatmap
 from .spatial import spatial_clusters, spatial_probabilities
+from .style import register_method_labels
 
 __all__ = ["read_obs", "RENDERERS", "render_rule"] + [
     "render_umap_grid", "render_ari", "render_kbet", "render_summary", "render_umap_by", "render_feature_umaps",
@@ -267,8 +268,11 @@ def render_rule(smk) -> None:
 
     The rule names its inputs as the renderer's path arguments (``umap=…``, ``obs=…``, ``transfer=…``;
     ``umaps`` + ``params.methods`` for the grid), its first output is the PNG, and ``params.kwargs`` holds the
-    other keyword arguments (genes, types, title …).
+    other keyword arguments (genes, types, title …). Method labels come from the config's
+    ``methods.<name>.label`` where set.
     """
+    methods_cfg = (getattr(smk, "config", None) or {}).get("methods") or {}
+    register_method_labels({m: (c or {}).get("label") for m, c in methods_cfg.items()})
     name = smk.params.renderer
     if name not in RENDERERS:
         raise ValueError(f"unknown figure renderer {name!r}; use one of {sorted(RENDERERS)}")

@@ -42,6 +42,7 @@ __all__ = [
     "natural_key",
     "order_methods",
     "point_size",
+    "register_method_labels",
     "save_figure",
 ]
 
@@ -55,6 +56,7 @@ MAX_HEIGHT = 9.4  # inches, the printable height of a page less a caption
 _CANONICAL: dict[str, tuple[str, str]] = {
     "raw": ("RAW", "#7f7f7f"),
     "davae": ("DAVAE", "#d62728"),
+    "davae_released": ("DAVAE (as released)", "#f4a582"),
     "scanorama": ("Scanorama", "#1f77b4"),
     "desc": ("DESC", "#2ca02c"),
     "harmony": ("Harmony", "#9467bd"),
@@ -113,8 +115,20 @@ def method_colors(names: Iterable[str]) -> dict[str, str]:
     return {n: method_color(n) for n in names}
 
 
+_CONFIG_LABELS: dict[str, str] = {}
+
+
+def register_method_labels(labels: dict[str, str | None]) -> None:
+    """Use these display labels (e.g. the config's ``methods.<name>.label``) for the given method names;
+    ``None`` values are ignored. Colours stay fixed by name."""
+    _CONFIG_LABELS.update({str(k): str(v) for k, v in labels.items() if v})
+
+
 def method_label(name: str) -> str:
-    """Display label of a method (``davae`` → ``DAVAE``, ``pca`` → ``RAW``); unknown names unchanged."""
+    """Display label of a method: a registered (config) label, else the built-in one (``davae`` → ``DAVAE``,
+    ``pca`` → ``RAW``); unknown names unchanged."""
+    if str(name) in _CONFIG_LABELS:
+        return _CONFIG_LABELS[str(name)]
     return METHOD_LABELS.get(_canonical(name), str(name))
 
 
