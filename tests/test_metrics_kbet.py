@@ -75,8 +75,11 @@ def _brute_counts(x, ks, labs, n_labels):
     return counts, covered
 
 
-@pytest.mark.parametrize("engine", ["numba", "numpy"])
-def test_neighbourhood_counts_match_brute_force_with_ties(engine):
+@pytest.mark.parametrize("engine", ["numba", "numba-per-labeling", "numpy"])
+def test_neighbourhood_counts_match_brute_force_with_ties(engine, monkeypatch):
+    if engine == "numba-per-labeling":  # the many-batches path: one counting pass per labeling
+        monkeypatch.setattr(K, "_MAX_SEGMENTS", 1)
+        engine = "numba"
     rng = np.random.default_rng(1)
     n = 150
     x = np.round(rng.normal(size=(n, 4)), 1)  # coarse grid: many exact distance ties

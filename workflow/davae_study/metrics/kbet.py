@@ -97,6 +97,7 @@ def _augment(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 _GROUP = 5  # sizes counted per compiled pass (the paper's 5; more sizes take several passes)
+_MAX_SEGMENTS = 4096  # label combinations counted in one pass; beyond, one pass per labeling
 
 if _HAVE_NUMBA:
 
@@ -196,15 +197,26 @@ def neighbourhood_counts(
     # columns ordered by label combination ("segments"); col[q] = cell at column q, pos = its inverse
     combo, inverse = np.unique(lab.T, axis=0, return_inverse=True)
     inverse = inverse.ravel()
-    col = np.argsort(inverse, kind="stable")
+    onehot = np.zeros((n, n_lab * n_labels), dtype=np.float32)  # cell -> one-hot labels of every labeling
+    for m in range(n_lab):
+        onehot[np.arange(n), m * n_labels + lab[m]] = 1.0
+    if combo.shape[0] <= _MAX_SEGMENTS:  # one pass over segments of cells sharing all their labels
+        views = [(inverse, combo, np.arange(n_lab))]
+    else:  # many batches: one pass per labeling, segments of cells sharing that label
+        views = [(lab[m], np.arange(n_labels)[:, None], np.array([m])) for m in range(n_lab)]
+    view_data = []
+    for key, combos, which in views:
+        order = np.argsort(key, kind="stable")
+        seg = np.searchsorted(key[order], np.arange(combos.shape[0] + 1)).astype(np.int64)
+        digits = np.zeros((combos.shape[0], n_lab * n_labels))  # segment -> one-hot labels
+        for j, m in enumerate(which):
+            digits[np.arange(combos.shape[0]), m * n_labels + combos[:, j]] = 1.0
+        view_data.append([order, seg, digits])
+    col = view_data[0][0]  # distance columns are computed in the first view's order
     pos = np.empty(n, dtype=np.int64)
     pos[col] = np.arange(n)
-    seg = np.searchsorted(inverse[col], np.arange(combo.shape[0] + 1)).astype(np.int64)
-    digits = np.zeros((combo.shape[0], n_lab * n_labels))  # segment -> one-hot labels of every labeling
-    onehot = np.zeros((n, n_lab * n_labels), dtype=np.float32)  # cell -> the same
-    for m in range(n_lab):
-        digits[np.arange(combo.shape[0]), m * n_labels + combo[:, m]] = 1.0
-        onehot[np.arange(n), m * n_labels + lab[m]] = 1.0
+    for v in view_data:
+        v[0] = None if v[0] is col else pos[v[0]]  # columns of the first-view distances, per view
     fa, fb = _augment(x)
     fb = np.ascontiguousarray(fb[col])
     counts = np.zeros((n_sizes, n_lab, n, n_labels), dtype=np.int64)
@@ -217,7 +229,7 @@ def neighbourhood_counts(
         srt = _sort_rows(d)
         out = counts[:, :, r0:r1]
         if engine == "numba":
-            _count_numba(d, srt, ks, seg, digits, onehot, col, pos, n_lab, n_labels, out, min_shell)
+            _count_numba(d, srt, ks, view_data, onehot, col, pos, n_lab, n_labels, out, min_shell)
         else:
             _count_numpy(d[:, pos], srt, ks, onehot, n_lab, n_labels, out, min_shell, pos)
     rows = np.arange(n)
@@ -227,8 +239,9 @@ def neighbourhood_counts(
     return counts, covered
 
 
-def _count_numba(d, srt, ks, seg, digits, onehot, col, pos, n_lab, n_labels, out, min_shell) -> None:
-    """numba engine for one row chunk (columns in segment order): counts into ``out`` ``(S, L, c, B)``."""
+def _count_numba(d, srt, ks, views, onehot, col, pos, n_lab, n_labels, out, min_shell) -> None:
+    """numba engine for one row chunk; ``d`` columns in the first view's order. Each view is (columns of
+    ``d`` in its order or None, segment bounds, segment -> one-hot labels). Counts into ``out`` ``(S, L, c, B)``."""
     c = d.shape[0]
     ks_arr = np.asarray(ks)
     for s0 in range(0, len(ks), _GROUP):
@@ -236,13 +249,18 @@ def _count_numba(d, srt, ks, seg, digits, onehot, col, pos, n_lab, n_labels, out
         sl = slice(s0, s0 + part.size)
         thr = np.full((c, _GROUP), np.inf, dtype=np.float32)
         thr[:, : part.size] = srt[:, ks_arr[part] - 2]
-        le = np.empty((c, _GROUP, seg.size - 1), dtype=np.int32)
+        acc = np.zeros((c * part.size, n_lab * n_labels))
         sh = np.empty(d.shape, dtype=np.int8)
-        _segment_kernel(d, thr, seg, le, sh)
-        le = le[:, : part.size].astype(np.float64)
-        out[sl] = np.rint(le @ digits).reshape(c, part.size, n_lab, n_labels).transpose(1, 2, 0, 3)
-        # rows where more than k - 1 cells lie within a threshold: ties -> exact recount
-        bad = np.flatnonzero((le.sum(axis=2) != (ks_arr[part] - 1)[None, :]).any(axis=1))
+        bad = None
+        for v, (perm, seg, digits) in enumerate(views):
+            dv = d if perm is None else np.take(d, perm, axis=1)
+            le = np.empty((c, _GROUP, seg.size - 1), dtype=np.int32)
+            _segment_kernel(dv, thr, seg, le, sh if v == 0 else np.empty(d.shape, dtype=np.int8))
+            le = le[:, : part.size].astype(np.float64)
+            acc += le.reshape(c * part.size, -1) @ digits
+            if v == 0:  # more than k - 1 cells within a threshold: ties -> exact recount below
+                bad = np.flatnonzero((le.sum(axis=2) != (ks_arr[part] - 1)[None, :]).any(axis=1))
+        out[sl] = np.rint(acc).reshape(c, part.size, n_lab, n_labels).transpose(1, 2, 0, 3)
         for r in bad:
             sh_orig = _recount_row(d[r, pos], srt[r], ks_arr[part], onehot, n_lab, n_labels, out[sl][:, :, r])
             sh[r] = sh_orig[col]
