@@ -13,16 +13,17 @@ What the R code does, and what this module reproduces (see docs/metrics.md for l
   tests ``testSize`` cells drawn without replacement; ``kBET.observed`` = fraction with ``p < alpha``;
 * null: the batch labels are permuted 3 times once per call (``batch.shuff``); each repeat tests the same
   neighbourhoods under every permutation with the *unadapted* frequencies; ``kBET.expected`` = mean over
-  permutations of the rejection fraction;
+  permutations of the rejection fraction (one call here serves all sizes of a cell type, which therefore
+  share the permutations);
 * ``adapt``: "outsiders" = cells that are in no cell's first ``k0 - 1`` neighbours; their batch counts are
   tested as one set against ``f`` (``chi_batch_test(outsider, ...)``); if ``p < alpha`` the observed test uses
   the batch frequencies of the non-outsiders instead;
-* ``n <= 10`` or ``k0 < 10`` -> NA (here: NaN with the reason); one batch -> NaN (dof = 0).
+* ``n <= 10`` or ``k0 < 10`` -> NA (here: NaN with the reason); one batch -> NaN (R: dof 0, all rejected).
 
-Speed: per call, distances are computed in row chunks and one ``np.partition`` with every requested ``k0``
-gives each cell's neighbour sets for all sizes at once (the largest-k0 query reused for the smaller ones);
-batch counts come from a matrix product of the neighbour mask with one-hot labels (observed and permuted
-labels together); each cell's p-value is computed once and the repeats only subsample cells.
+Speed (:func:`neighbourhood_counts`): per call, float32 distances in row chunks, each row sorted once so
+every size's threshold distance is read from the same sort (the largest-k0 search serves the smaller
+sizes); a numba kernel counts the cells within each threshold per label combination (observed and
+permuted labels together); each cell's p-value is computed once and the repeats only subsample cells.
 """
 
 from __future__ import annotations
