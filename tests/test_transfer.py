@@ -191,3 +191,24 @@ def test_cellbench_cross_technology_transfer_beats_majority_rate():
         # three lines, majority ~0.41: a working transfer is far above it
         assert res.loc["all", "accuracy"] > res.loc["all", "majority_rate"] + 0.3, (classifier, res)
         assert res.loc["all", "macro_f1"] > 0.7, (classifier, res)
+
+
+def test_transfer_labels_reads_roles_from_anndata():
+    from davae_study.groundtruth import make_celltech_application
+    from davae_study.transfer import transfer_labels
+
+    x_ref, y_ref = blobs(n_per=20, seed=0)
+    x_q, y_q = blobs(n_per=5, seed=1)
+    obs = pd.DataFrame({"batch": ["10x"] * len(y_ref) + ["celseq"] * len(y_q), "cell_type": list(y_ref) + list(y_q)},
+                       index=[f"c{i}" for i in range(len(y_ref) + len(y_q))])
+    adata = make_celltech_application(ad.AnnData(obs=obs), reference="10x")
+    assert adata.obs["role"].value_counts().to_dict() == {"reference": 60, "query": 15}
+    adata.obsm["X_emb"] = np.vstack([x_ref, x_q])
+    t = transfer_labels(adata, classifier="knn", k=5)
+    assert t.index.tolist() == adata.obs_names[adata.obs["role"] == "query"].tolist()
+    assert (t["predicted"].to_numpy() == y_q).all()
+    with pytest.raises(ValueError, match="classifier"):
+        transfer_labels(adata, classifier="svm")
+    del adata.obsm["X_emb"]
+    with pytest.raises(ValueError, match="X_emb"):
+        transfer_labels(adata)

@@ -42,10 +42,10 @@ rule simulate_spots:
     input:
         lambda wc: config["transfer"]["simulate_spots"][wc.name]["source"],
     output:
-        h5ad="resources/simulated/{name}.h5ad",
-        truth="resources/simulated/{name}.truth.tsv",
+        h5ad="results/simulated/{name}.h5ad",
+        truth="results/simulated/{name}.truth.tsv",
     log:
-        "logs/resources/simulated/{name}.log",
+        "logs/simulated/{name}.log",
     params:
         simulate=lambda wc: simulate_config(config, wc.name),
     wildcard_constraints:
