@@ -91,7 +91,8 @@ def test_early_stopping_keras_semantics():
 
 @pytest.mark.parametrize(
     ("n_cells", "hidden"),
-    [(20001, [128, 32]), (20000, [64, 32]), (10001, [64, 32]), (5001, [32, 16]), (2001, [128]), (501, [64]), (500, [16])],
+    [(20001, [128, 32]), (20000, [64, 32]), (10001, [64, 32]), (5001, [32, 16]),
+     (2001, [128]), (501, [64]), (500, [16])],
 )
 def test_get_dims_follows_desc_cell_count_rule(n_cells, hidden):
     assert get_dims(n_cells, 999) == [999, *hidden]

@@ -78,7 +78,8 @@ class DescAutoencoder(nn.Module):
         self.dims = [int(d) for d in dims]
         self.n_stacks = len(dims) - 1
         self.activation, self.actincenter, self.drop_rate = activation, actincenter, float(drop_rate)
-        self._enc_acts = [_activation(actincenter if i == self.n_stacks - 1 else activation) for i in range(self.n_stacks)]
+        last = self.n_stacks - 1
+        self._enc_acts = [_activation(actincenter if i == last else activation) for i in range(self.n_stacks)]
         self._dec_acts = [_activation(actincenter if i == 0 else activation) for i in range(self.n_stacks)]
         self.encoders = nn.ModuleList(_glorot_linear(dims[i], dims[i + 1]) for i in range(self.n_stacks))
         # decoders[i] maps dims[i + 1] -> dims[i] (Keras name decoder_i)

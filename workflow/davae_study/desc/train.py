@@ -129,7 +129,8 @@ def pretrain_stacks(ae: DescAutoencoder, X, epochs: int, cfg: TrainConfig, rng, 
     return log
 
 
-def finetune(ae: DescAutoencoder, X, epochs: int, cfg: TrainConfig, rng, device, phase_epochs: int = 50) -> list[PhaseLog]:
+def finetune(ae: DescAutoencoder, X, epochs: int, cfg: TrainConfig, rng, device,
+             phase_epochs: int = 50) -> list[PhaseLog]:
     """End-to-end fine-tuning in ``ceil(epochs / 50)`` phases at learning rates 1, 0.1, 0.01, ...
 
     Phases last 50 epochs as in DESC; below 50 total epochs the single phase lasts ``epochs`` (DESC would
@@ -151,7 +152,8 @@ def finetune(ae: DescAutoencoder, X, epochs: int, cfg: TrainConfig, rng, device,
     return log
 
 
-def pretrain(ae: DescAutoencoder, X, epochs: int, cfg: TrainConfig, rng, device, layerwise: bool = True) -> list[PhaseLog]:
+def pretrain(ae: DescAutoencoder, X, epochs: int, cfg: TrainConfig, rng, device,
+             layerwise: bool = True) -> list[PhaseLog]:
     """DESC's ``SAE.fit``: layer-wise stacks for ``epochs / 2`` epochs each, then fine-tuning."""
     log = pretrain_stacks(ae, X, int(epochs / 2), cfg, rng, device) if layerwise else []
     return log + finetune(ae, X, epochs, cfg, rng, device)
