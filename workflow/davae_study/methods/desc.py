@@ -16,7 +16,7 @@ layerwise : bool, default True
     Layer-wise stack pretraining before end-to-end fine-tuning (DESC ``is_stacked``).
 resolution : float, default 0.8
     Leiden resolution of the centre initialisation (the paper's runs used Louvain at 0.8; the package's
-    default list is [0.6, 0.8]; one value per run here). ``louvain_resolution`` is accepted as an alias.
+    default list is [0.6, 0.8]; one value per run here).
 n_neighbors : int, default 10
     kNN size of the initialisation graph.
 alpha : float, default 1.0
@@ -41,6 +41,9 @@ init_max_cells : int, default 200000
     Above this many cells the initialisation graph is built on a random subsample (as DESC).
 progress : bool, default True
     tqdm progress bars on stderr.
+
+The original's names ``louvain_resolution``, ``max_iter`` and ``epochs_fit`` are accepted as aliases of
+``resolution``, ``max_rounds`` and ``epochs_per_round``.
 
 Output
 ------
