@@ -77,5 +77,7 @@ def app_figures(app):
 def all_outputs():
     out = expand("results/{app}/metrics.tsv", app=APPS)
     for app in APPS:
+        # integrations are targets themselves: deleting one reruns it and what depends on it
+        out += expand("results/{app}/integrated/{method}.h5ad", app=app, method=app_methods(app))
         out += app_figures(app)
     return out + ["results/summary.tsv", "results/figures/summary.png"]
