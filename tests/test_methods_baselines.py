@@ -159,3 +159,15 @@ def test_harmony_pca_is_the_raw_rows_pca(ifnb, results):
     pca = pytest.importorskip("davae_study.methods.pca")
     raw = pca.run(ifnb, seed=0, n_comps=20).obsm["X_emb"]
     np.testing.assert_allclose(np.abs(raw), np.abs(results["harmony"].obsm["X_pca"]), atol=1e-3)
+
+
+def test_desc_params_accept_original_names_and_reject_bad_dims():
+    from davae_study.methods.desc import DEFAULTS, _resolve_params
+
+    p = _resolve_params({"louvain_resolution": 0.6, "max_iter": 3, "epochs_fit": 2})
+    assert (p["resolution"], p["max_rounds"], p["epochs_per_round"]) == (0.6, 3, 2)
+    assert p["pretrain_epochs"] == DEFAULTS["pretrain_epochs"] == 300  # the original package's default
+    with pytest.raises(ValueError, match="'dims' must be null or a list"):
+        _resolve_params({"dims": 64})
+    with pytest.raises(ValueError, match="one 'resolution'"):
+        _resolve_params({"resolution": [0.6, 0.8]})
