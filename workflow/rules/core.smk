@@ -89,7 +89,7 @@ rule evaluate:
     benchmark:
         "benchmarks/{app}/evaluate/{method}.tsv"
     params:
-        metrics=config.get("metrics", {}),
+        metrics={"seed": config.get("seed", 0), **config.get("metrics", {})},
     resources:
         mem_mb=8000,
         runtime=60,
