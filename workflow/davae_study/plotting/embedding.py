@@ -142,20 +142,32 @@ def umap_grid(
     methods = order_methods(umaps)
     ncols = min(len(methods), _MAX_COLS)
     nblocks = math.ceil(len(methods) / ncols)
-    legend_w = 1.45
-    panel = min((FULL_WIDTH - legend_w) / ncols, 1.9)
-    fig_w = panel * ncols + legend_w
-    title_h = 0.3 if title else 0.2
-    fig_h = min(panel * len(rows) * nblocks + 0.22 * nblocks + title_h, MAX_HEIGHT)
     colors = {key: category_colors(obs[key], kind) for key, kind in
               ((k, _palette_kind(k) if k != label_key else "label") for k, _ in rows)}
+    has_na = {key: bool(obs[key].isna().any()) for key, _ in rows}
+    # legend column: one legend per row kind, stacked; as many columns as the height allows
+    row_h_in = 0.135  # one legend entry at 6 pt
+    first_w = (FULL_WIDTH - 1.45) / ncols
+    avail_rows = max(4, int(min(first_w, 1.9) * len(rows) * nblocks / row_h_in) - 2 * len(rows))
+    entries = {key: len(colors[key]) + has_na[key] for key, _ in rows}
+    label_ncol = max(1, math.ceil(sum(entries.values()) / avail_rows))
+    longest = max((len(str(c)) for key, _ in rows for c in colors[key]), default=6)
+    legend_w = max(1.2, 0.3 + label_ncol * (0.25 + 0.052 * min(longest, 24)))
+    panel = min((FULL_WIDTH - legend_w) / ncols, 1.9)
+    fig_w = panel * ncols + legend_w
+    wrap = max(8, int(panel * 14))
+    labels = {m: textwrap.fill(method_label(m), wrap) for m in methods}
+    head_lines = max(lab.count("\n") + 1 for lab in labels.values())
+    head_h = 0.06 + 0.13 * head_lines
+    title_h = (0.22 if title else 0.0) + head_h
+    fig_h = min(panel * len(rows) * nblocks + head_h * (nblocks - 1) + 0.06 * nblocks + title_h, MAX_HEIGHT)
 
     with figure_style():
         fig = plt.figure(figsize=(fig_w, fig_h))
         top = 1 - title_h / fig_h
         gs = fig.add_gridspec(len(rows) * nblocks, ncols + 1, left=0.03, right=0.995, bottom=0.01, top=top,
-                              width_ratios=[panel] * ncols + [legend_w], hspace=0.12 + 0.05 * (nblocks > 1),
-                              wspace=0.05)
+                              width_ratios=[panel] * ncols + [legend_w],
+                              hspace=0.12 + (head_h / panel) * (nblocks > 1) / 2, wspace=0.05)
         for m_i, method in enumerate(methods):
             block, col = divmod(m_i, ncols)
             df = umaps[method]
@@ -165,20 +177,29 @@ def umap_grid(
             for r_i, (key, row_name) in enumerate(rows):
                 ax = fig.add_subplot(gs[block * len(rows) + r_i, col])
                 if r_i == 0:
-                    ax.set_title(method_label(method), pad=2, fontweight="bold")
+                    ax.set_title(labels[method], pad=2, fontweight="bold")
+                if not len(df):
+                    empty_panel(ax, f"{labels[method]}\nfailed", frame=True)
+                    ax.yaxis.set_visible(True)
+                else:
+                    _scatter_categorical(ax, xy, sub[key], colors[key], point_size(len(df), panel))
+                    _style_embedding_axis(ax, xy)
                 if col == 0:
                     ax.set_ylabel(row_name, labelpad=1)
-                if not len(df):
-                    empty_panel(ax, f"{method_label(method)}\nfailed", frame=True)
-                    if col == 0:
-                        ax.yaxis.set_visible(True)
-                        ax.set_ylabel(row_name, labelpad=1)
-                    continue
-                _scatter_categorical(ax, xy, sub[key], colors[key], point_size(len(df), panel))
-                _style_embedding_axis(ax, xy)
-        for r_i, (key, row_name) in enumerate(rows):
-            lax = fig.add_subplot(gs[r_i, ncols])
-            _legend(lax, colors[key], row_name, bool(obs[key].isna().any()))
+        lax = fig.add_subplot(gs[:, ncols])
+        lax.axis("off")
+        y = 1.0
+        for key, row_name in rows:
+            handles = [Line2D([], [], marker="o", ls="", color=c, markersize=4, label=str(k)) for k, c in colors[key].items()]
+            if has_na[key]:
+                handles.append(Line2D([], [], marker="o", ls="", color=_NA_COLOR, markersize=4, label="unlabelled"))
+            ncol = 1 if key == batch_key and len(handles) <= avail_rows else label_ncol
+            leg = lax.legend(handles=handles, title=row_name, loc="upper left", bbox_to_anchor=(0.0, y), ncol=ncol,
+                             handletextpad=0.1, columnspacing=0.6, borderaxespad=0.0, alignment="left")
+            lax.add_artist(leg)
+            fig.canvas.draw()
+            bb = leg.get_window_extent().transformed(lax.transAxes.inverted())
+            y = bb.y0 - 0.04
         if title:
             fig.suptitle(title, y=1 - 0.04 / fig_h, va="top", fontweight="bold")
         return save_figure(fig, out_png)
