@@ -89,6 +89,9 @@ _PALETTE_20 = [
     "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5",
     "#7f7f7f", "#c7c7c7",
 ]
+# 21-30 categories (e.g. the ~26 Visium clusters): the dark tab20b shades added to the 20 above.
+_PALETTE_30 = _PALETTE_20 + ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#5254a3", "#8ca252",
+                             "#bd9e39", "#ad494a", "#a55194"]
 _BATCH_PALETTE = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb", "#000000"]
 
 
@@ -170,17 +173,23 @@ def category_colors(values: Sequence | pd.Series | pd.Index, kind: str = "label"
         subset of cells gets the same colours as the whole set).
     kind
         ``"batch"`` (a short, high-contrast palette) or ``"label"`` (cell types, clusters: 20 colours,
-        then a hue wheel for more).
+        30 for up to 30 categories, scanpy's 102-colour palette beyond, then a hue wheel).
     """
     if kind not in ("batch", "label"):
         raise ValueError(f"kind must be 'batch' or 'label', got {kind!r}")
     cats = _sorted_categories(values)
-    palette = _BATCH_PALETTE if kind == "batch" else _PALETTE_20
-    if len(cats) <= len(palette):
-        cols = palette[: len(cats)]
+    n = len(cats)
+    if kind == "batch" and n <= len(_BATCH_PALETTE):
+        cols = _BATCH_PALETTE[:n]
+    elif n <= len(_PALETTE_30):
+        cols = (_PALETTE_20 if n <= 20 else _PALETTE_30)[:n]
+    elif n <= 102:
+        from scanpy.plotting.palettes import default_102  # scanpy's 102 distinguishable colours
+
+        cols = list(default_102[:n])
     else:
-        cmap = plt.get_cmap("gist_ncar" if kind == "label" else "tab20")
-        cols = [matplotlib.colors.to_hex(cmap(x)) for x in np.linspace(0.02, 0.92, len(cats))]
+        cmap = plt.get_cmap("hsv")
+        cols = [matplotlib.colors.to_hex(cmap(x)) for x in np.linspace(0, 1, n, endpoint=False)]
     return dict(zip(cats, cols))
 
 
