@@ -96,6 +96,7 @@ def test_spots_step_chain_writes_correlations_and_cluster_maps(tmp_path):
     combined, truth = make_spots_application(cells, reference_batches="A", spot_batches="B", grid=(6, 6),
                                              cells_per_spot=5)
     assert not set(combined.obs_names[combined.obs["role"] == "reference"]) & set(truth.index)
+    assert (combined.obs.loc[truth.index, "cell_type"].astype(str) == truth["cell_type"].astype(str)).all()
     truth_path = tmp_path / "truth.tsv"
     truth.reset_index().to_csv(truth_path, sep="\t", index=False)
     X = combined.X.toarray()

@@ -174,7 +174,8 @@ def make_spots_application(
     -------
     combined
         Reference cells then spots; ``X`` raw counts (CSR float32), ``obs['batch']`` (reference batches and
-        ``spot_batch``), ``obs['cell_type']`` (NaN for spots), ``obs['role']`` (``reference``/``query``),
+        ``spot_batch``), ``obs['cell_type']`` (a spot's dominant type, so that label-aware integration metrics
+        cover the spots; transfer never trains on query labels), ``obs['role']`` (``reference``/``query``),
         ``obsm['spatial']`` (NaN for cells).
     truth
         Index spot name; ``cell_type`` (the spot's dominant type), ``x``, ``y``, ``n_cells`` and
@@ -215,7 +216,9 @@ def make_spots_application(
         var=pd.DataFrame(index=adata.var_names.copy()),
     )
     spot_part = ad.AnnData(
-        X=spots.X, obs=pd.DataFrame({"batch": spot_batch, "cell_type": np.nan, "role": "query"}, index=spots.obs_names),
+        X=spots.X,
+        obs=pd.DataFrame({"batch": spot_batch, "cell_type": spots.obs["dominant_type"].astype(str).to_numpy(),
+                          "role": "query"}, index=spots.obs_names),
         var=pd.DataFrame(index=adata.var_names.copy()),
     )
     if set(ref_part.obs_names) & set(spot_part.obs_names):
