@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 
 import anndata as ad
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -88,8 +89,11 @@ def _scatter_categorical(ax, xy: np.ndarray, values: pd.Series, colors: Mapping,
         ax.scatter(xy[na, 0], xy[na, 1], s=s, c=_NA_COLOR, linewidths=0, rasterized=True)
     idx = np.flatnonzero(~na)
     idx = idx[np.random.default_rng(seed).permutation(len(idx))]
-    cols = [colors.get(v, _NA_COLOR) for v in vals.iloc[idx]]
-    ax.scatter(xy[idx, 0], xy[idx, 1], s=s, c=cols, linewidths=0, rasterized=True)
+    # colour by category code (vectorised: a list of colour strings is slow for 10^5-10^6 cells)
+    keys = list(colors)
+    codes = pd.Categorical(vals.iloc[idx], categories=keys).codes
+    table = np.array([matplotlib.colors.to_rgba(colors[k]) for k in keys] + [matplotlib.colors.to_rgba(_NA_COLOR)])
+    ax.scatter(xy[idx, 0], xy[idx, 1], s=s, c=table[codes], linewidths=0, rasterized=True)
 
 
 def _legend(ax, colors: Mapping, title: str, has_na: bool, na_label: str = "unlabelled", max_rows: int = 16,
@@ -197,8 +201,8 @@ def umap_grid(
             leg = lax.legend(handles=handles, title=row_name, loc="upper left", bbox_to_anchor=(0.0, y), ncol=ncol,
                              handletextpad=0.1, columnspacing=0.6, borderaxespad=0.0, alignment="left")
             lax.add_artist(leg)
-            fig.canvas.draw()
-            bb = leg.get_window_extent().transformed(lax.transAxes.inverted())
+            # measure the legend only (a full canvas draw would render every point once more)
+            bb = leg.get_window_extent(fig.canvas.get_renderer()).transformed(lax.transAxes.inverted())
             y = bb.y0 - 0.04
         if title:
             fig.suptitle(title, y=1 - 0.04 / fig_h, va="top", fontweight="bold")
