@@ -229,3 +229,27 @@ def test_render_rule_errors(tmp_path, results):
     with pytest.raises(ValueError, match="one method and one cell count per file"):
         run_rule("runtime", tmp_path / "x.png", {"kwargs": {"methods": list(m)[:2], "n_cells": list(n)}},
                  benchmarks=list(p))
+
+
+def test_workflow_helpers_read_figure_params():
+    from davae_study.plotting.workflow import figure_clusters, figure_file, figure_kwargs, figure_options
+
+    config = {"applications": {"rna_atac": {
+        "title": "PBMC", "methods": ["pca", "davae"],
+        "figure_params": {"gene_activity": {"method": "pca", "genes": ["LYN"]},
+                          "umap_clusters": {"keys": ["batch"], "clusters": "results/{app}/clusters/{method}.tsv"}}}}}
+    assert figure_options(config, "rna_atac", "coverage") == {}
+    assert figure_file(config, "rna_atac", "gene_activity", "results/{app}/umap/{method}.tsv") == \
+        "results/rna_atac/umap/pca.tsv"
+    assert figure_file(config, "rna_atac", "coverage", "r/{app}/{method}") == "r/rna_atac/davae"
+    assert figure_clusters(config, "rna_atac", "umap_clusters") == "results/rna_atac/clusters/davae.tsv"
+    assert figure_clusters(config, "rna_atac", "spatial_clusters") == "results/rna_atac/spatial/davae.clusters.tsv"
+    kw = figure_kwargs(config, "rna_atac", "gene_activity", genes=["X"], value_label="gene activity")
+    assert kw == {"genes": ["LYN"], "value_label": "gene activity", "title": "PBMC"}
+    kw = figure_kwargs(config, "rna_atac", "umap_clusters", keys=["batch", "cluster"], titles=["a", "b"])
+    assert kw == {"keys": ["batch"], "title": "PBMC"}  # default titles dropped with the default keys
+    config["applications"]["rna_atac"]["figure_params"]["coverage"] = {"method": "nope"}
+    with pytest.raises(ValueError, match="not one of the application's methods"):
+        figure_file(config, "rna_atac", "coverage", "{app}/{method}")
+    with pytest.raises(ValueError, match="not in the config"):
+        figure_options(config, "nope", "coverage")
