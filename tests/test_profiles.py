@@ -1,0 +1,289 @@
+"""The SLURM and local profiles, without a cluster: fake ``sbatch``/``srun``/``sacct``/``squeue``/``scontrol``
+on PATH run each submitted job on this machine (through the executor plugin's real submission path: the
+``sbatch`` call it builds, the ``slurm-jobstep`` executor inside the job, status polling with ``sacct``) and
+record what was asked for. The tests then assert the resources each rule requested.
+
+Not covered here (needs a real cluster): SLURM's own parsing and enforcement of the flags (memory and time
+limits actually killing a job, GPU binding through ``--gpus``), account/partition validation against
+``sacctmgr``/``sinfo``, array jobs and the ``squeue`` status path.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+IFNB = DATA / "seuratTools_ifnb1k.h5ad"
+PY = sys.executable
+
+FAKE_SBATCH = r'''#!{py}
+"""Fake sbatch: record the call, run the job here (synchronously), remember its state for sacct."""
+import fcntl, json, os, re, shlex, subprocess, sys
+state = os.environ["FAKE_SLURM_DIR"]
+argv = sys.argv[1:]
+script = None if any(a.startswith("--wrap") for a in argv) else sys.stdin.read()
+with open(os.path.join(state, "counter"), "a+") as fh:
+    fcntl.flock(fh, fcntl.LOCK_EX)
+    fh.seek(0)
+    jobid = str(int(fh.read() or 1000) + 1)
+    fh.seek(0); fh.truncate(); fh.write(jobid)
+opts, wrap = {{}}, None
+i = 0
+while i < len(argv):
+    a = argv[i]
+    if a.startswith("--wrap="):
+        wrap = a[len("--wrap="):]
+    elif a.startswith("-") and "=" in a:
+        k, v = a.split("=", 1); opts[k] = v
+    elif a.startswith("-") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+        opts[a] = argv[i + 1]; i += 1
+    else:
+        opts[a] = True
+    i += 1
+comment = opts.get("--comment", "")
+record = {{"jobid": jobid, "argv": argv, "opts": opts, "comment": comment}}
+with open(os.path.join(state, "submissions.jsonl"), "a") as fh:
+    fcntl.flock(fh, fcntl.LOCK_EX)
+    fh.write(json.dumps(record) + "\n")
+fail = os.environ.get("FAKE_SLURM_FAIL_FIRST")
+marker = os.path.join(state, "failed_once")
+if fail and re.search(fail, comment) and not os.path.exists(marker):
+    open(marker, "w").close()
+    status = "OUT_OF_MEMORY"
+else:
+    log = opts.get("--output", os.path.join(state, "%j.log")).replace("%j", jobid)
+    env = dict(os.environ, SLURM_JOB_ID=jobid, SLURM_JOBID=jobid, SLURM_CPUS_PER_TASK=opts.get("--cpus-per-task", "1"))
+    with open(log, "w") as out:
+        rc = subprocess.run(wrap if wrap is not None else script, shell=True, cwd=opts.get("-D"), env=env,
+                            stdout=out, stderr=subprocess.STDOUT).returncode
+    status = "COMPLETED" if rc == 0 else "FAILED"
+with open(os.path.join(state, jobid + ".state"), "w") as fh:
+    fh.write(status)
+print(jobid)
+'''
+
+FAKE_SACCT = r'''#!{py}
+"""Fake sacct/squeue: 'jobid|STATE' for every job the fake sbatch ran; 'none' for the account query."""
+import glob, os, sys
+if any("Account" in a for a in sys.argv):
+    print("none"); sys.exit(0)
+for path in sorted(glob.glob(os.path.join(os.environ["FAKE_SLURM_DIR"], "*.state"))):
+    print(os.path.basename(path)[:-6] + "|" + open(path).read().strip())
+'''
+
+FAKE_SRUN = r'''#!{py}
+"""Fake srun: drop srun's own options, record them, run the command."""
+import json, os, subprocess, sys
+argv = sys.argv[1:]
+k = 0
+while k < len(argv) and argv[k].startswith("-"):
+    k += 1
+with open(os.path.join(os.environ["FAKE_SLURM_DIR"], "srun.jsonl"), "a") as fh:
+    fh.write(json.dumps({{"jobid": os.environ.get("SLURM_JOB_ID"), "options": argv[:k]}}) + "\n")
+if argv[k:] == ["sh", "-s"]:
+    sys.exit(subprocess.run(["sh", "-s"], stdin=sys.stdin).returncode)
+os.execvp(argv[k], argv[k:])
+'''
+
+FAKE_SINFO = r'''#!{py}
+print("PARTITION")
+print("cpu*")
+print("gpu")
+'''
+
+FAKE_SCONTROL = r'''#!{py}
+print("MaxArraySize            = 1001")
+print("MinJobAge               = 300 sec")
+'''
+
+CONFIG = """
+seed: 0
+device: auto
+applications:
+  ifnb:
+    input: {reader: h5ad, files: {counts: data/ifnb1k.h5ad}}
+    prepare: {n_top_genes: 300}
+    methods: [pca, davae, desc]
+methods:
+  pca:
+    module: davae_study.methods.pca
+    params: {n_comps: 10}
+    threads: 1
+    resources: {mem_mb: 1500, runtime: 7}
+  davae:
+    module: davae_study.methods.davae
+    params: {epochs: 1, min_steps: 0}
+    threads: 2
+    resources: {mem_mb: 3000, runtime: 30, gpu: 1}
+  desc:
+    module: davae_study.methods.desc
+    params: {pretrain_epochs: 2, max_rounds: 2, progress: false}
+    threads: 2
+    resources: {mem_mb: 2500, runtime: 20, gpu: 1}
+metrics: {enabled: [asw_batch]}
+"""
+
+
+def fake_slurm(tmp_path: Path) -> tuple[Path, Path]:
+    bin_dir, state = tmp_path / "fakebin", tmp_path / "slurm_state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name, body in [("sbatch", FAKE_SBATCH), ("sacct", FAKE_SACCT), ("squeue", FAKE_SACCT),
+                       ("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL),
+                       ("sinfo", FAKE_SINFO)]:
+        path = bin_dir / name
+        path.write_text(body.format(py=PY))
+        path.chmod(0o755)
+    return bin_dir, state
+
+
+def workdir(tmp_path: Path) -> Path:
+    work = tmp_path / "wf"
+    work.mkdir()
+    for name in ("Snakefile", "workflow", "envs", "config", "profiles"):
+        (work / name).symlink_to(REPO / name)
+    (work / "data").mkdir()
+    (work / "data" / "ifnb1k.h5ad").symlink_to(IFNB)
+    (work / "tiny.yaml").write_text(CONFIG)
+    return work
+
+
+def test_profiles_are_valid_yaml_with_the_documented_keys():
+    slurm = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())
+    assert slurm["executor"] == "slurm" and slurm["retries"] >= 1
+    assert {"mem_mb", "runtime"} <= set(slurm["default-resources"])
+    local = yaml.safe_load((REPO / "profiles/local/profile.yaml").read_text())
+    assert "executor" not in local and local["cores"] == "all" and local["resources"]["gpu"] >= 1
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory):
+    if not IFNB.exists():
+        pytest.skip(f"{IFNB} not found (shared data sets absent)")
+    tmp_path = tmp_path_factory.mktemp("slurm")
+    bin_dir, state = fake_slurm(tmp_path)
+    work = workdir(tmp_path)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_DIR": str(state),
+           "OMP_NUM_THREADS": "1", "FAKE_SLURM_FAIL_FIRST": r"rule_integrate_wildcards_.*pca"}
+    for var in [v for v in env if v.startswith("SLURM_")]:
+        env.pop(var)
+    cmd = [PY, "-m", "snakemake", "results/ifnb/metrics.tsv", "--profile", "profiles/slurm",
+           "--configfile", "tiny.yaml", "--slurm-init-seconds-before-status-checks", "1",
+           "--seconds-between-status-checks", "1", "--latency-wait", "5"]
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    subs = [json.loads(line) for line in (state / "submissions.jsonl").read_text().splitlines()] \
+        if (state / "submissions.jsonl").exists() else []
+    sruns = [json.loads(line) for line in (state / "srun.jsonl").read_text().splitlines()] \
+        if (state / "srun.jsonl").exists() else []
+    return proc, work, subs, sruns
+
+
+def _by_rule(subs, rule, *values):
+    """Submissions of ``rule`` (with these wildcard values, in order); the plugin's ``--comment`` is
+    ``rule_<name>[_wildcards_<value>_<value>...]``."""
+    want = f"rule_{rule}" + (f"_wildcards_{'_'.join(values)}" if values else "")
+    return [s for s in subs if s["comment"] == want or (not values and s["comment"].startswith(want + "_wildcards_"))]
+
+
+def test_slurm_profile_runs_the_study_through_sbatch(slurm_run):
+    proc, work, subs, _ = slurm_run
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (work / "results/ifnb/metrics.tsv").exists()
+    for rule in ("prepare", "integrate", "evaluate"):
+        assert _by_rule(subs, rule), f"rule {rule} was not submitted to SLURM"
+    # short rules are localrules: never submitted
+    assert not _by_rule(subs, "aggregate_metrics")
+    assert all(s["opts"].get("-D") == str(work) for s in subs)
+    assert all("--wrap" in " ".join(s["argv"]) or "/dev/stdin" in s["argv"] for s in subs)
+
+
+def test_integrate_requests_from_the_method_table(slurm_run):
+    _, _, subs, sruns = slurm_run
+    for method, mem, runtime, threads in [("davae", 3000, 30, 2), ("desc", 2500, 20, 2)]:
+        (s,) = _by_rule(subs, "integrate", "ifnb", method)
+        o = s["opts"]
+        assert int(o["--mem"]) == mem and int(o["-t"]) == runtime
+        assert o["--gpus"] == "1" and o["--cpus-per-task"] == str(threads)
+        assert "--ntasks" not in o  # GPU jobs: no implicit task geometry
+        assert any(r["jobid"] == s["jobid"] and any(opt.startswith("--gpus") for opt in r["options"]) for r in sruns)
+    # a CPU method asks for no GPU, one task, its own threads
+    first, retry = _by_rule(subs, "integrate", "ifnb", "pca")
+    for s in (first, retry):
+        assert "--gpus" not in s["opts"] and "--gres" not in s["opts"]
+        assert s["opts"]["--ntasks"] == "1" and s["opts"]["--cpus-per-task"] == "1"
+
+
+def test_retry_scales_memory_and_time_with_the_attempt(slurm_run):
+    _, _, subs, _ = slurm_run
+    first, retry = _by_rule(subs, "integrate", "ifnb", "pca")  # the fake failed the first with OUT_OF_MEMORY
+    assert int(first["opts"]["--mem"]) == 1500 and int(first["opts"]["-t"]) == 7
+    assert int(retry["opts"]["--mem"]) == 3000 and int(retry["opts"]["-t"]) == 14
+
+
+def test_profile_set_resources_reach_sbatch(slurm_run):
+    _, work, subs, _ = slurm_run
+    profile = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())
+    (prep,) = _by_rule(subs, "prepare")
+    size_mb = (work / "data/ifnb1k.h5ad").stat().st_size / 2**20
+    assert int(prep["opts"]["--mem"]) == int(max(8000, 12 * size_mb))  # profile: max(8000, 12 * input.size_mb)
+    assert int(prep["opts"]["-t"]) == 120
+    assert prep["opts"]["--cpus-per-task"] == str(profile["set-threads"]["prepare"])
+    for s in _by_rule(subs, "evaluate"):
+        assert int(s["opts"]["--mem"]) == 16000 and s["opts"]["--job-name"].startswith(profile["slurm-jobname-prefix"] + "_")
+
+
+def test_local_profile_dry_run_schedules_gpu_jobs(tmp_path):
+    if not IFNB.exists():
+        pytest.skip(f"{IFNB} not found (shared data sets absent)")
+    work = workdir(tmp_path)
+    cmd = [PY, "-m", "snakemake", "results/ifnb/metrics.tsv", "--profile", "profiles/local", "--configfile",
+           "tiny.yaml", "--dry-run", "--printshellcmds"]
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    block = re.search(r"rule integrate:.*?wildcards: app=ifnb, method=davae.*?resources: ([^\n]*)", out, re.S)
+    assert block, out[-3000:]
+    assert "gpu=1" in block.group(1) and "mem_mb=3000" in block.group(1)
+
+
+# conda name → pip name where they differ
+_CONDA_TO_PIP = {"pytorch": "torch", "python-igraph": "igraph", "matplotlib-base": "matplotlib", "pyyaml": "PyYAML"}
+_NOT_IN_LOCK = {"python", "pip", "cuda-version"}
+
+
+@pytest.mark.parametrize("name", ["prepare", "methods", "methods-cuda", "evaluate", "figures", "study"])
+def test_conda_envs_pin_the_locked_versions(name):
+    lock = dict(line.split("==", 1) for line in (REPO / "envs/requirements.lock").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    lock = {k.lower(): v for k, v in lock.items()}
+    env = yaml.safe_load((REPO / "envs" / f"{name}.yaml").read_text())
+    assert env["channels"][0] == "conda-forge"
+    pinned = 0
+    for dep in env["dependencies"]:
+        specs = dep["pip"] if isinstance(dep, dict) else [dep]
+        for spec in specs:
+            if isinstance(dep, dict):
+                assert not spec.startswith("-e"), "Snakemake copies env files: install the repo in post-deploy"
+                pkg, version = spec.split("==")
+            else:
+                pkg, version = (spec.split("=") + [""])[:2]
+            if pkg in _NOT_IN_LOCK:
+                continue
+            pip_name = _CONDA_TO_PIP.get(pkg, pkg).lower()
+            assert pip_name in lock, f"{name}.yaml: {pkg} is not in envs/requirements.lock"
+            assert version == lock[pip_name], f"{name}.yaml: {pkg}={version}, lock has {lock[pip_name]}"
+            pinned += 1
+    assert pinned >= 5
+    post = REPO / "envs" / f"{name}.post-deploy.sh"
+    assert post.exists() and os.access(post, os.X_OK) and "pip install" in post.read_text()
+    torch = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("pytorch=")]
+    if torch:
+        assert torch[0].endswith("=cuda*") == (name == "methods-cuda")
