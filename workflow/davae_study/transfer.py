@@ -366,14 +366,16 @@ def split_reference_query(
     """
     if key not in adata.obs:
         raise ValueError(f"obs['{key}'] is missing: set the application's transfer 'key' to an existing obs column.")
+    def as_list(v) -> list[str]:
+        return [str(v)] if isinstance(v, (str, int, float, np.integer)) else [str(x) for x in v]
+
     values = adata.obs[key].astype(str).to_numpy()
-    ref_vals = [reference] if isinstance(reference, str) else list(reference)
-    ref = np.isin(values, [str(v) for v in ref_vals])
+    ref_vals = as_list(reference)
+    ref = np.isin(values, ref_vals)
     if query is None:
         qry = ~ref
     else:
-        q_vals = [query] if isinstance(query, str) else list(query)
-        qry = np.isin(values, [str(v) for v in q_vals])
+        qry = np.isin(values, as_list(query))
     if not ref.any():
         raise ValueError(f"No cell has obs['{key}'] in {ref_vals}; present values: {sorted(set(values))[:10]}.")
     if not qry.any():
