@@ -1,0 +1,170 @@
+"""Offline runtime-scaling curves (the Fig 6f stand-in): real cells resampled with noise to larger sizes, each
+method run in a fresh process, wall time and peak RSS per run, growth exponents per method.
+
+Also measures ``prepare`` on resampled *raw* inputs (all genes) against the size of the sparse input, the
+check behind the memory-aware pipeline of docs/scaling.md.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/scaling_offline.py --sizes 10000 20000 50000 \
+        --methods davae scanorama desc --prepare-sizes 100000
+
+Prints one table per part and the exponents; nothing is written into the repository (inputs go to a
+temporary folder unless --workdir is given). Timings on a shared machine are noisy; repeat with --repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SOURCE = REPO / "data" / "demo" / "seuratTools_ifnb1k.h5ad"
+# Method params for a 2-core machine: DAVAE as configured in the study; DESC with a short pretraining
+# (the study's demo value) and a cap on clustering rounds; Scanorama with its defaults.
+PARAMS = {
+    "pca": {"n_comps": 50},
+    "davae": {"preset": "default"},
+    "desc": {"pretrain_epochs": 30, "max_rounds": 20, "progress": False},
+    "scanorama": {},
+    "harmony": {},
+}
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process (MB). VmHWM (Linux) starts afresh at exec; ``ru_maxrss`` can
+    carry the parent's high-water mark into a child, so it is only the fallback."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_method(path: str, method: str, threads: int) -> dict:
+    """Run one method on one input in this (fresh) process; return timings and peak RSS."""
+    import anndata as ad
+    import scipy.sparse as sp
+    import torch
+
+    torch.set_num_threads(threads)
+    from davae_study.methods import run_method
+
+    base = _rss_mb()
+    adata = ad.read_h5ad(path)
+    loaded = _rss_mb()
+    t = time.perf_counter()
+    res = run_method(method, adata, params=PARAMS.get(method, {}), seed=0, device="auto", on_error="raise")
+    wall = time.perf_counter() - t
+    nbytes = adata.X.data.nbytes + adata.X.indices.nbytes + adata.X.indptr.nbytes if sp.issparse(adata.X) else adata.X.nbytes
+    return {"method": method, "n_cells": adata.n_obs, "wall_s": wall, "peak_rss_mb": _rss_mb(),
+            "rss_after_imports_mb": base, "rss_after_read_mb": loaded, "input_X_mb": nbytes / 2**20,
+            "device": res.uns["method"]["device"]}
+
+
+def child_prepare(path: str) -> dict:
+    """``prepare`` on a raw (all genes) resampled input; peak RSS against the sparse input's bytes."""
+    import anndata as ad
+
+    from davae_study.prepare import prepare
+
+    base = _rss_mb()
+    raw = ad.read_h5ad(path)
+    X = raw.X
+    nbytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+    t = time.perf_counter()
+    out = prepare(raw, n_top_genes=2000)
+    return {"step": "prepare", "n_cells": raw.n_obs, "n_genes": raw.n_vars, "nnz": int(X.nnz),
+            "wall_s": time.perf_counter() - t, "input_X_mb": nbytes / 2**20, "rss_after_imports_mb": base,
+            "peak_rss_mb": _rss_mb(), "out_shape": list(out.shape)}
+
+
+def _spawn(args: list[str], threads: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", default=str(DEFAULT_SOURCE), help="raw-count .h5ad with obs['batch']")
+    ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 20_000, 50_000])
+    ap.add_argument("--methods", nargs="*", default=["davae", "scanorama", "desc"])
+    ap.add_argument("--prepare-sizes", type=int, nargs="*", default=[], help="raw resampled sizes for prepare")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        kind, *rest = a.child
+        out = child_method(rest[0], rest[1], a.threads) if kind == "method" else child_prepare(rest[0])
+        print(json.dumps(out))
+        return
+
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from davae_study.prepare import prepare
+    from davae_study.scaling import growth_table, make_size
+
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="davae_scaling_"))
+    work.mkdir(parents=True, exist_ok=True)
+    raw = ad.read_h5ad(a.source)
+    raw.X = sp.csr_matrix(raw.X)
+    prepared = prepare(raw, n_top_genes=2000)
+    print(f"source {a.source}: {raw.n_obs} cells x {raw.n_vars} genes, prepared {prepared.shape}; work {work}")
+    rows = []
+    for n in a.sizes:
+        path = work / f"prepared_{n}.h5ad"
+        if not path.exists():
+            make_size(prepared, n, mode="resample", seed=0).write_h5ad(path)
+        for method in a.methods:
+            for rep in range(a.repeats):
+                r = _spawn(["--threads", str(a.threads), "--child", "method", str(path), method], a.threads)
+                r.update(method=method, n_cells=n, repeat=rep)
+                print(json.dumps(r), flush=True)
+                rows.append(r)
+    if rows:
+        table = pd.DataFrame(rows)
+        cols = [c for c in ("method", "n_cells", "repeat", "wall_s", "peak_rss_mb", "rss_after_read_mb",
+                            "input_X_mb", "device", "error") if c in table]
+        print("\nmethods (fresh process per run; peak RSS includes the interpreter and imports):")
+        print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+        ok = table[table.get("error", pd.Series(index=table.index, dtype=object)).isna()] if "error" in table else table
+        g = growth_table(ok.rename(columns={"wall_s": "s", "peak_rss_mb": "max_rss"}))
+        print("\ngrowth exponents (quantity ∝ cells^b):")
+        print(g.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    prep_rows = []
+    for n in a.prepare_sizes:
+        path = work / f"raw_{n}.h5ad"
+        if not path.exists():
+            base = ad.AnnData(obs=raw.obs[["batch"]].copy(), var=raw.var[[]].copy(), layers={"counts": raw.X})
+            big = make_size(base, n, mode="resample", seed=0, target_sum=None)
+            big = ad.AnnData(X=big.layers["counts"], obs=big.obs, var=big.var)
+            big.write_h5ad(path)
+            del big
+        r = _spawn(["--child", "prepare", str(path)], a.threads)
+        print(json.dumps(r), flush=True)
+        prep_rows.append(r)
+    if prep_rows:
+        t = pd.DataFrame(prep_rows)
+        if "peak_rss_mb" in t:
+            t["peak_over_input"] = (t["peak_rss_mb"] - t["rss_after_imports_mb"]) / t["input_X_mb"]
+        print("\nprepare on raw resampled input (peak_over_input = (peak RSS - RSS after imports) / sparse X bytes):")
+        print(t.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+
+
+if __name__ == "__main__":
+    main()
