@@ -46,6 +46,11 @@ def scaling_resource(key, default):
     return get
 
 
+def scaling_methods_env(wildcards):
+    """CPU or CUDA build of PyTorch for the methods (config conda_torch: cpu | cuda; --sdm conda only)."""
+    return "../../envs/methods-cuda.yaml" if config.get("conda_torch", "cpu") == "cuda" else "../../envs/methods.yaml"
+
+
 def scaling_outputs():
     if not SCALING:
         return []
@@ -72,7 +77,7 @@ rule scaling_subsample:
         mem_mb=lambda wc, attempt: max(4000, int(SCALING_PER_1K.get("mem_mb", 20) * int(wc.n_cells) / 1000)) * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
     conda:
-        "../../envs/study.yaml"
+        "../../envs/prepare.yaml"
     script:
         "../scripts/scaling_subsample.py"
 
@@ -98,7 +103,7 @@ rule scaling_integrate:
         runtime=scaling_resource("runtime", 120),
         gpu=scaling_resource("gpu", 0),
     conda:
-        "../../envs/study.yaml"
+        scaling_methods_env
     script:
         "../scripts/scaling_integrate.py"
 
@@ -118,7 +123,7 @@ rule scaling_table:
         methods=[m for m in SCALING_METHODS for _ in SCALING_SIZES],
         n_cells=[n for _ in SCALING_METHODS for n in SCALING_SIZES],
     conda:
-        "../../envs/study.yaml"
+        "../../envs/evaluate.yaml"
     script:
         "../scripts/scaling_table.py"
 
@@ -134,7 +139,7 @@ rule scaling_figure:
     params:
         title=SCALING.get("title", "Run time and memory vs cells"),
     conda:
-        "../../envs/study.yaml"
+        "../../envs/figures.yaml"
     script:
         "../scripts/scaling_figure.py"
 
