@@ -193,6 +193,7 @@ def _by_rule(subs, rule, *values):
     return [s for s in subs if s["comment"] == want or (not values and s["comment"].startswith(want + "_wildcards_"))]
 
 
+@pytest.mark.slow
 def test_slurm_profile_runs_the_study_through_sbatch(slurm_run):
     proc, work, subs, _ = slurm_run
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -205,6 +206,7 @@ def test_slurm_profile_runs_the_study_through_sbatch(slurm_run):
     assert all("--wrap" in " ".join(s["argv"]) or "/dev/stdin" in s["argv"] for s in subs)
 
 
+@pytest.mark.slow
 def test_integrate_requests_from_the_method_table(slurm_run):
     _, _, subs, sruns = slurm_run
     for method, mem, runtime, threads in [("davae", 3000, 30, 2), ("desc", 2500, 20, 2)]:
@@ -221,6 +223,7 @@ def test_integrate_requests_from_the_method_table(slurm_run):
         assert s["opts"]["--ntasks"] == "1" and s["opts"]["--cpus-per-task"] == "1"
 
 
+@pytest.mark.slow
 def test_retry_scales_memory_and_time_with_the_attempt(slurm_run):
     _, _, subs, _ = slurm_run
     first, retry = _by_rule(subs, "integrate", "ifnb", "pca")  # the fake failed the first with OUT_OF_MEMORY
@@ -228,6 +231,7 @@ def test_retry_scales_memory_and_time_with_the_attempt(slurm_run):
     assert int(retry["opts"]["--mem"]) == 3000 and int(retry["opts"]["-t"]) == 14
 
 
+@pytest.mark.slow
 def test_profile_set_resources_reach_sbatch(slurm_run):
     _, work, subs, _ = slurm_run
     profile = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())

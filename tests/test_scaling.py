@@ -173,6 +173,7 @@ def scaling_workdir(tmp_path: Path) -> Path:
     return work
 
 
+@pytest.mark.slow
 def test_scaling_rules_end_to_end(tmp_path):
     if not IFNB.exists():
         pytest.skip(f"{IFNB} not found (shared data sets absent)")
