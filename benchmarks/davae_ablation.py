@@ -41,13 +41,19 @@ SETS = {
 CHANGES = {
     "recon_all": {"recon_weight": "all"},
     "gauss_recon": {"recon_loss": "gaussian"},
-    "ganin_ramp": {"lambda_schedule": "ganin"},
     "min_steps": {"min_steps": davae.PRESETS["default"].min_steps},
     "latent10": {"latent_dim": davae.PRESETS["default"].latent_dim},
     "enc_nobatch": {"encoder_batch": False},
     "lr1e-3": {"lr": davae.PRESETS["default"].lr},
     "clf256": {"classifier_hidden": davae.PRESETS["default"].classifier_hidden},
     "clf_lr_x5": {"classifier_lr_factor": davae.PRESETS["default"].classifier_lr_factor},
+}
+
+
+# Candidate fixes that were tried and measured but are not in the default (kept to show why).
+REJECTED = {
+    "ganin_ramp": {"lambda_schedule": "ganin"},
+    "lambda5": {"domain_lambda": 5.0},
 }
 
 
@@ -59,10 +65,11 @@ def _revert(name: str) -> dict:
 def configs(which: str) -> list[tuple[str, str, dict]]:
     out = [("scbean (as released)", "scbean", {})]
     if which in ("all", "alone"):
-        out += [(f"scbean + {n}", "scbean", ov) for n, ov in CHANGES.items()]
+        out += [(f"scbean + {n}", "scbean", ov) for n, ov in {**CHANGES, **REJECTED}.items()]
     out += [("default", "default", {})]
     if which in ("all", "leave-one-out"):
         out += [(f"default - {n}", "default", _revert(n)) for n in CHANGES]
+        out += [(f"default + {n}", "default", ov) for n, ov in REJECTED.items()]
     return out
 
 
@@ -103,7 +110,12 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma-separated config labels to run (substring match)")
     ap.add_argument("--out", default="", help="markdown file to write (default: print only)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--from-tsv", default="", help="comma-separated per-run TSVs of earlier runs: only tabulate")
     args = ap.parse_args(argv)
+    if args.from_tsv:
+        df = pd.concat([pd.read_csv(f, sep="\t") for f in args.from_tsv.split(",")], ignore_index=True)
+        _write(df, args.out, argv)
+        return 0
     torch.set_num_threads(args.threads)
     if not DATA.exists():
         print(f"data folder {DATA} not found", file=sys.stderr)
@@ -127,17 +139,21 @@ def main(argv=None) -> int:
                 rows.append({"set": name, "config": label, "seed": seed, **score(out.obsm["X_davae"], prep),
                              "wall_s": wall})
                 print(rows[-1], flush=True)
-    df = pd.DataFrame(rows)
+    _write(pd.DataFrame(rows), args.out, argv)
+    return 0
+
+
+def _write(df: pd.DataFrame, out: str, argv) -> None:
     tab = df.groupby(["set", "config"], sort=False)[["kbet", "ari_ct", "1-ari_b", "mix15", "wall_s"]].mean()
     tab["n_seeds"] = df.groupby(["set", "config"], sort=False)["seed"].nunique()
     md = tab.round(3).reset_index().to_markdown(index=False)
     print(md)
-    if args.out:
+    if out:
         header = (f"<!-- written by: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '?')} python "
                   f"benchmarks/davae_ablation.py {' '.join(argv or sys.argv[1:])} -->\n\n")
-        Path(args.out).write_text(header + md + "\n")
-        df.to_csv(Path(args.out).with_suffix(".tsv"), sep="\t", index=False)
-    return 0
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(header + md + "\n")
+        df.to_csv(Path(out).with_suffix(".tsv"), sep="\t", index=False)
 
 
 if __name__ == "__main__":
