@@ -92,3 +92,275 @@ rule figures:
 
 localrules:
     figures,
+
+
+# ---- Figs 4-6: figures an application lists under applications.<app>.figures ----------------------------
+# Options per figure (method whose embedding is drawn, genes, types, markers, select, clusters) come from
+# applications.<app>.figure_params.<figure> (docs/figures.md). Every rule runs the script
+# davae_study/plotting/rule_script.py → render_rule: params.renderer picks the figure, named inputs = its files.
+from davae_study.plotting.workflow import (  # noqa: E402
+    PAPER_GENE_ACTIVITY,
+    PAPER_MARKER_UMAPS,
+    PAPER_MARKERS,
+    PAPER_SPATIAL_TYPES,
+    figure_clusters,
+    figure_file,
+    figure_kwargs,
+)
+
+
+rule figure_umap_transfer:
+    input:
+        umap=lambda wc: figure_file(config, wc.app, "umap_transfer", "results/{app}/umap/{method}.tsv"),
+        obs="results/{app}/obs.tsv",
+        transfer=lambda wc: figure_file(config, wc.app, "umap_transfer", "results/{app}/transfer/{method}.tsv"),
+    output:
+        png=report(
+            "results/{app}/figures/umap_transfer.png",
+            caption="../report/umap_transfer.rst",
+            category="{app}",
+            subcategory="Figures",
+        ),
+        pdf="results/{app}/figures/umap_transfer.pdf",
+    log:
+        "logs/{app}/figures/umap_transfer.log",
+    params:
+        renderer="umap_by",
+        kwargs=lambda wc: figure_kwargs(
+            config,
+            wc.app,
+            "umap_transfer",
+            keys=["modality", "cell type (transferred)"],
+            titles=["modality", "cell type (RNA: annotated, ATAC: transferred)"],
+        ),
+    conda:
+        "../../envs/figures.yaml"
+    script:
+        "../davae_study/plotting/rule_script.py"
+
+
+rule figure_gene_activity:
+    input:
+        umap=lambda wc: figure_file(config, wc.app, "gene_activity", "results/{app}/umap/{method}.tsv"),
+        expression="results/{app}/prepared.h5ad",
+    output:
+        png=report(
+            "results/{app}/figures/gene_activity.png",
+            caption="../report/gene_activity.rst",
+            category="{app}",
+            subcategory="Figures",
+        ),
+        pdf="results/{app}/figures/gene_activity.pdf",
+    log:
+        "logs/{app}/figures/gene_activity.log",
+    params:
+        renderer="feature_umaps",
+        kwargs=lambda wc: figure_kwargs(
+            config,
+            wc.app,
+            "gene_activity",
+            genes=PAPER_GENE_ACTIVITY,
+            select={"modality": "ATAC"},
+            value_label="gene activity",
+        ),
+    conda:
+        "../../envs/figures.yaml"
+    script:
+        "../davae_study/plotting/rule_script.py"
+
+
+rule figure_coverage:
+    input:
+        peaks=lambda wc: config["applications"][wc.app]["input"]["files"]["atac"],
+        gtf=lambda wc: config["applications"][wc.app]["input"]["files"]["gtf"],
+        transfer=lambda wc: figure_file(config, wc.app, "coverage", "results/{app}/transfer/{method}.tsv"),
+    output:
+        png=report(
+            "results/{app}/figures/coverage.png",
+            caption="../report/coverage.rst",
+            category="{app}",
+            subcategory="Figures",
+        ),
+        pdf="results/{app}/figures/coverage.pdf",
+    log:
+        "logs/{app}/figures/coverage.log",
+    params:
+        renderer="coverage",
+        kwargs=lambda wc: figure_kwargs(
+            config, wc.app, "coverage", genes=PAPER_GENE_ACTIVITY, flank=10000, min_cells=20
+        ),
+    resources:
+        mem_mb=8000,
+    conda:
+        "../../envs/figures.yaml"
+    script:
+        "../davae_study/plotting/rule_script.py"
+
+
+rule figure_umap_spatial:
+    input:
+        umap=lambda wc: figure_file(config, wc.app, "umap_spatial", "results/{app}/umap/{method}.tsv"),
+        obs="results/{app}/obs.tsv",
+        clusters=lambda wc: figure_clusters(config, wc.app, "umap_spatial"),
+    output:
+        png=report(
+            "results/{app}/figures/umap_spatial.png",
+            caption="../report/umap_spatial.rst",
+            category="{app}",
+            subcategory="Figures",
+        ),
+        pdf="results/{app}/figures/umap_spatial.pdf",
+    log:
+        "logs/{app}/figures/umap_spatial.log",
+    params:
+        renderer="umap_by",
+        kwargs=lambda wc: figure_kwargs(
+            config,
+            wc.app,
+            "umap_spatial",
+            keys=["batch", "cluster"],
+            titles=["slice", "cluster"],
+            select={"role": "query"},
+        ),
+    conda:
+        "../../envs/figures.yaml"
+    script:
+        "../davae_study/plotting/rule_script.py"
+
+
+rule figure_spatial_clusters:
+    input:
+        clusters=lambda wc: figure_clusters(config, wc.app, "spatial_clusters"),
+    output:
+        png=report(
+            "results/{app}/figures/spatial_clusters.png",
+            caption="../report/spatial_clusters.rst",
+            category="{app}",
+            subcategory="Figures",
+        ),
+        pdf="results/{app}/figures/spatial_clusters.pdf",
+    log:
+        "logs/{app}/figures/spatial_clusters.log",
+    params:
+        renderer="spatial_clusters",
+        kwargs=lambda wc: figure_kwargs(config, wc.app, "spatial_clusters"),
+    conda:
+        "../../envs/figures.yaml"
+    script:
+        "../davae_study/plotting/rule_script.py"
+
+
+rule figure_spatial_probabilities:
+    input:
+        transfer=lambda wc: figure_file(config, wc.app, "spatial_probabilities", "results/{app}/transfer/{method}.tsv"),
+        clusters=lambda wc: figure_clusters(config, wc.app, "spatial_probabilities"),
+    output:
+        png=report(
+            "results/{app}/figures/spatial_probabilities.png",
+            caption="../report/spatial_probabilities.rst",
+            category="{app}",
+            subcategory="Figures",
+        ),
+        pdf="results/{app}/figures/spatial_probabilities.pdf",
+    log:
+        "logs/{app}/figures/spatial_probabilities.log",
+    params:
+        renderer="spatial_probabilities",
+        kwargs=lambda wc: figure_kwargs(config, wc.app, "spatial_probabilities", types=PAPER_SPATIAL_TYPES),
+    conda:
+        "../../envs/figures.yaml"
+    script:
+        "../davae_study/plotting/rule_script.py"
+
+
+rule figure_umap_clusters:
+    input:
+        umap=lambda wc: figure_file(config, wc.app, "umap_clusters", "results/{app}/umap/{method}.tsv"),
+        obs="results/{app}/obs.tsv",
+        clusters=lambda wc: figure_clusters(config, wc.app, "umap_clusters"),
+    output:
+        png=report(
+            "results/{app}/figures/umap_clusters.png",
+            caption="../report/umap_clusters.rst",
+            category="{app}",
+            subcategory="Figures",
+        ),
+        pdf="results/{app}/figures/umap_clusters.pdf",
+    log:
+        "logs/{app}/figures/umap_clusters.log",
+    params:
+        renderer="umap_by",
+        kwargs=lambda wc: figure_kwargs(config, wc.app, "umap_clusters", keys=["batch", "cluster"]),
+    conda:
+        "../../envs/figures.yaml"
+    script:
+        "../davae_study/plotting/rule_script.py"
+
+
+rule figure_marker_umaps:
+    input:
+        umap=lambda wc: figure_file(config, wc.app, "marker_umaps", "results/{app}/umap/{method}.tsv"),
+        expression="results/{app}/prepared.h5ad",
+    output:
+        png=report(
+            "results/{app}/figures/marker_umaps.png",
+            caption="../report/marker_umaps.rst",
+            category="{app}",
+            subcategory="Figures",
+        ),
+        pdf="results/{app}/figures/marker_umaps.pdf",
+    log:
+        "logs/{app}/figures/marker_umaps.log",
+    params:
+        renderer="feature_umaps",
+        kwargs=lambda wc: figure_kwargs(config, wc.app, "marker_umaps", genes=PAPER_MARKER_UMAPS),
+    conda:
+        "../../envs/figures.yaml"
+    script:
+        "../davae_study/plotting/rule_script.py"
+
+
+rule figure_marker_violins:
+    input:
+        expression="results/{app}/prepared.h5ad",
+        clusters=lambda wc: figure_clusters(config, wc.app, "marker_violins"),
+    output:
+        png=report(
+            "results/{app}/figures/marker_violins.png",
+            caption="../report/marker_violins.rst",
+            category="{app}",
+            subcategory="Figures",
+        ),
+        pdf="results/{app}/figures/marker_violins.pdf",
+    log:
+        "logs/{app}/figures/marker_violins.log",
+    params:
+        renderer="marker_violins",
+        kwargs=lambda wc: figure_kwargs(config, wc.app, "marker_violins", markers=PAPER_MARKERS),
+    conda:
+        "../../envs/figures.yaml"
+    script:
+        "../davae_study/plotting/rule_script.py"
+
+
+rule figure_marker_dotplot:
+    input:
+        expression="results/{app}/prepared.h5ad",
+        clusters=lambda wc: figure_clusters(config, wc.app, "marker_dotplot"),
+    output:
+        png=report(
+            "results/{app}/figures/marker_dotplot.png",
+            caption="../report/marker_dotplot.rst",
+            category="{app}",
+            subcategory="Figures",
+        ),
+        pdf="results/{app}/figures/marker_dotplot.pdf",
+    log:
+        "logs/{app}/figures/marker_dotplot.log",
+    params:
+        renderer="marker_dotplot",
+        kwargs=lambda wc: figure_kwargs(config, wc.app, "marker_dotplot", markers=PAPER_MARKERS),
+    conda:
+        "../../envs/figures.yaml"
+    script:
+        "../davae_study/plotting/rule_script.py"
