@@ -264,7 +264,8 @@ RENDERERS: dict[str, Callable] = {
 
 
 def render_rule(smk) -> None:
-    """Entry point of the figure rules' script (``plotting/rule_script.py``): draw ``params.renderer`` from the rule's named inputs.
+    """Entry point of the figure rules' script (``plotting/rule_script.py``): draw ``params.renderer``
+    from the rule's named inputs.
 
     The rule names its inputs as the renderer's path arguments (``umap=…``, ``obs=…``, ``transfer=…``;
     ``umaps`` + ``params.methods`` for the grid), its first output is the PNG, and ``params.kwargs`` holds the
