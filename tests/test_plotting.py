@@ -2,9 +2,10 @@
 
 Inputs are real: ifnb1k cells from ../shared/data (CTRL vs STIM, six PBMC types), normalised, PCA computed once
 per module; planes of the PCA stand in for each method's 2-D embedding (the figure functions only read
-``cell, umap1, umap2``; a real UMAP would add ~10 s of numba compilation to every test run). The metrics tables are in the tidy CONTRACTS format; their ARI values are
-computed here from k-means on the real embeddings, the kBET values are plausible constructed numbers (the
-metrics package computes the real ones; these tests check drawing, not scoring).
+``cell, umap1, umap2``; a real UMAP would add ~10 s of numba compilation to every test run). The metrics
+tables are in the tidy CONTRACTS format; their ARI values are computed here from k-means on the real
+embeddings, the kBET values are plausible constructed numbers (the metrics package computes the real ones,
+see test_plotting_render.py; these tests check drawing, not scoring).
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def metrics(ifnb):
 
     obs = ifnb.obs
     k = obs["cell_type"].nunique()
-    embs = {"pca": ifnb.obsm["X_pca"][:, :20], "davae": ifnb.obsm["X_pca"][:, :10], "scanorama": ifnb.obsm["X_pca"][:, :5],
+    embs = {"pca": ifnb.obsm["X_pca"][:, :20], "davae": ifnb.obsm["X_pca"][:, :10],
+            "scanorama": ifnb.obsm["X_pca"][:, :5],
             "desc": ifnb.obsm["X_pca"][:, :2]}
     rows, reps = [], []
     rng = np.random.default_rng(0)
@@ -116,7 +118,8 @@ def metrics(ifnb):
     for m, x in embs.items():
         cl = KMeans(k, n_init=1, random_state=0).fit_predict(x)
         rows += [dict(method=m, metric="ari_celltype", group="all", value=adjusted_rand_score(obs["cell_type"], cl)),
-                 dict(method=m, metric="one_minus_ari_batch", group="all", value=1 - adjusted_rand_score(obs["batch"], cl))]
+                 dict(method=m, metric="one_minus_ari_batch", group="all",
+                      value=1 - adjusted_rand_score(obs["batch"], cl))]
         for pct in (5, 10, 15, 20, 25):
             per = []
             for t in types:

@@ -107,7 +107,8 @@ def _cached_tables(pca, obs, app: str, methods: list[str]) -> dict[str, "object"
         import anndata as ad
 
         tidy, rep = evaluate(ad.AnnData(obs=obs[["batch", "cell_type"]].copy(), obsm={"X_emb": x}), application=app,
-                             method=m, params={"enabled": ["ari", "kbet"], "kbet": {"n_repeat": 3}, "ari": {"n_iter": 2}})
+                             method=m,
+                             params={"enabled": ["ari", "kbet"], "kbet": {"n_repeat": 3}, "ari": {"n_iter": 2}})
         out[f"results/{app}/metrics/{m}.tsv"] = tidy
         out[f"results/{app}/metrics/{m}.repeats.tsv"] = rep
         tidy_all.append(tidy)

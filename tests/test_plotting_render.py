@@ -147,7 +147,8 @@ def results(tmp_path_factory):
     for gi, g in enumerate(GENES):
         start = 2_000_000 + gi * 400_000
         strand = "+" if gi % 2 == 0 else "-"
-        gtf.append(f'chr{gi + 1}\ttest\tgene\t{start}\t{start + 20_000}\t.\t{strand}\t.\tgene_id "G{gi}"; gene_name "{g}";')
+        attrs = f'gene_id "G{gi}"; gene_name "{g}";'
+        gtf.append(f"chr{gi + 1}\ttest\tgene\t{start}\t{start + 20_000}\t.\t{strand}\t.\t{attrs}")
         v = np.asarray(counts[:, a.var_names.get_loc(g)].todense()).ravel().astype(int)
         for k in range(5):
             s = start - 4_000 + k * 6_000

@@ -187,7 +187,8 @@ def coverage_tracks(
                     ax.text(-0.03, 0.3, str(grp), transform=ax.transAxes, ha="right", va="center", fontsize=5.5,
                             color=colors.get(grp, "0.2"))
                 if i == 0:
-                    ax.text(0.01, 0.95, f"0–{ymax:,.0f} CPM" if ymax >= 10 else f"0–{ymax:.2g} CPM", transform=ax.transAxes, ha="left", va="top",
+                    scale = f"0–{ymax:,.0f} CPM" if ymax >= 10 else f"0–{ymax:.2g} CPM"
+                    ax.text(0.01, 0.95, scale, transform=ax.transAxes, ha="left", va="top",
                             fontsize=4.8, color="0.4")
             # gene model: body as a thick bar with its strand, window in kb
             ax_model.set_xlim(lo, hi)

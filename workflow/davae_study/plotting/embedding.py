@@ -194,7 +194,8 @@ def umap_grid(
         lax.axis("off")
         y = 1.0
         for key, row_name in rows:
-            handles = [Line2D([], [], marker="o", ls="", color=c, markersize=4, label=str(k)) for k, c in colors[key].items()]
+            handles = [Line2D([], [], marker="o", ls="", color=c, markersize=4, label=str(k))
+                       for k, c in colors[key].items()]
             if has_na[key]:
                 handles.append(Line2D([], [], marker="o", ls="", color=_NA_COLOR, markersize=4, label="unlabelled"))
             ncol = 1 if key == batch_key and len(handles) <= avail_rows else label_ncol

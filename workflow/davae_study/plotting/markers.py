@@ -155,7 +155,8 @@ def marker_dotplot(
     smax = (cell * 72 * 0.9) ** 2  # area of a full dot in pt²
     with figure_style():
         fig = plt.figure(figsize=(fig_w, fig_h))
-        ax = fig.add_axes([label_w / fig_w, foot_h / fig_h, cell * nm / fig_w, (fig_h - head_h - title_h - foot_h) / fig_h])
+        ax = fig.add_axes([label_w / fig_w, foot_h / fig_h, cell * nm / fig_w,
+                           (fig_h - head_h - title_h - foot_h) / fig_h])
         yy, xx = np.meshgrid(np.arange(ng), np.arange(nm), indexing="ij")
         sc = ax.scatter(xx.ravel(), yy.ravel(), s=frac.to_numpy().ravel() * smax, c=scaled.to_numpy().ravel(),
                         cmap="Reds", vmin=0, vmax=1, edgecolors="0.3", linewidths=0.3)
@@ -238,7 +239,8 @@ def marker_violins(
     with figure_style():
         fig, axes = plt.subplots(len(genes), 1, figsize=(fig_w, fig_h), sharex=True, squeeze=False)
         axes = axes[:, 0]
-        fig.subplots_adjust(left=label_w / fig_w, right=0.98, top=1 - title_h / fig_h, bottom=foot_h / fig_h, hspace=0.08)
+        fig.subplots_adjust(left=label_w / fig_w, right=0.98, top=1 - title_h / fig_h, bottom=foot_h / fig_h,
+                            hspace=0.08)
         for gi, (gene, ax) in enumerate(zip(genes, axes)):
             ymax = float(np.nanmax(x[:, gi])) if x.size else 1.0
             for j, grp in enumerate(order):

@@ -71,7 +71,12 @@ def runtime_scaling(bench: pd.DataFrame, out_png: str | os.PathLike, *, title: s
     if need - set(bench.columns):
         raise ValueError(f"benchmark table lacks {sorted(need - set(bench.columns))}; build it with read_benchmarks()")
     s_max = float(bench["s"].max())
-    t_unit = ("wall time (s)", 1.0) if s_max < 300 else ("wall time (min)", 1 / 60) if s_max < 3 * 3600 else ("wall time (h)", 1 / 3600)
+    if s_max < 300:
+        t_unit = ("wall time (s)", 1.0)
+    elif s_max < 3 * 3600:
+        t_unit = ("wall time (min)", 1 / 60)
+    else:
+        t_unit = ("wall time (h)", 1 / 3600)
     panels = [("s", *t_unit)]
     if "max_rss" in bench and bench["max_rss"].notna().any():
         big = float(bench["max_rss"].max()) >= 2048
@@ -91,7 +96,8 @@ def runtime_scaling(bench: pd.DataFrame, out_png: str | os.PathLike, *, title: s
                 if d.empty:
                     continue
                 c = method_color(m)
-                ax.errorbar(d.index, d["mean"] * scale, yerr=[(d["mean"] - d["min"]) * scale, (d["max"] - d["mean"]) * scale],
+                err = [(d["mean"] - d["min"]) * scale, (d["max"] - d["mean"]) * scale]
+                ax.errorbar(d.index, d["mean"] * scale, yerr=err,
                             color=c, marker="o", ms=3, lw=1.1, capsize=1.5, elinewidth=0.6)
                 if col == "s":
                     exps[m] = growth_exponent(d.index.to_numpy(), d["mean"].to_numpy())
@@ -106,7 +112,8 @@ def runtime_scaling(bench: pd.DataFrame, out_png: str | os.PathLike, *, title: s
             ax.set_ylabel(label)
             ax.grid(True, lw=0.3, color="0.92", which="major")
         handles = [Line2D([], [], color=method_color(m), marker="o", ms=3,
-                          label=method_label(m) + (f"  (time ∝ cells^{exps[m]:.2f})" if np.isfinite(exps.get(m, np.nan)) else ""))
+                          label=method_label(m) + (f"  (time ∝ cells^{exps[m]:.2f})"
+                                                   if np.isfinite(exps.get(m, np.nan)) else ""))
                    for m in methods]
         fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), bbox_to_anchor=(0.5, 0.01))
         if title:

@@ -138,7 +138,8 @@ def ari_scatter(
         metrics, whiskers show their interquartile range over the iterations.
     """
     _check_tidy(metrics, "metrics table")
-    sel = metrics[(metrics["group"].astype(str) == "all") & metrics["metric"].isin(["ari_celltype", "one_minus_ari_batch"])]
+    ari_rows = metrics["metric"].isin(["ari_celltype", "one_minus_ari_batch"])
+    sel = metrics[(metrics["group"].astype(str) == "all") & ari_rows]
     if sel.empty:
         raise ValueError("metrics table has no 'ari_celltype'/'one_minus_ari_batch' rows with group 'all'; "
                          "run the evaluate rule with the ari metric enabled")
