@@ -94,27 +94,51 @@ def _iqr(values: pd.Series) -> tuple[float, float]:
 
 
 def _place_labels(ax, xs, ys, labels, colors) -> None:
-    """Label points, nudging labels apart vertically where they would overlap (in axes fraction)."""
+    """Label points without overlaps: for each point (top to bottom) try beside it, then further up or down
+    (with a leader line), on the side with room; a candidate box must not overlap an earlier label or any
+    other point. Works in axes-fraction units; a label box is ~0.0185 wide per character at 6 pt in a
+    ~2.7-inch axis."""
     if not len(xs):
         return
     trans = ax.transData + ax.transAxes.inverted()
     pts = trans.transform(np.column_stack([xs, ys]))
-    order = np.argsort(pts[:, 1])
-    placed: list[tuple[float, float]] = []
-    min_dy, min_dx = 0.065, 0.30
-    for i in order:
+    width_in = ax.get_position().width * ax.figure.get_figwidth()
+    char_w = 0.0185 * 2.7 / max(width_in, 0.5)
+    h, gap, r = 0.05, 0.03, 0.018
+    boxes: list[tuple[float, float, float, float]] = []
+
+    def free(box, own):
+        x0, y0, x1, y1 = box
+        if x0 < 0 or x1 > 1.02 or y0 < -0.02 or y1 > 1.02:
+            return False
+        if any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in boxes):
+            return False
+        return not any(j != own and x0 - r < px < x1 + r and y0 - r < py < y1 + r for j, (px, py) in enumerate(pts))
+
+    for i in np.argsort(-pts[:, 1]):
         x, y = pts[i]
-        ly = y
-        for _ in range(40):
-            clash = [p for p in placed if abs(p[0] - x) < min_dx and abs(p[1] - ly) < min_dy]
-            if not clash:
+        w = char_w * len(labels[i]) + 0.01
+        sides = (1, -1) if x < 0.7 else (-1, 1)
+        choice = None
+        for dy in (0, 0.06, -0.06, 0.12, -0.12, 0.18, -0.18, 0.24, -0.24, 0.3, -0.3):
+            for side in sides:
+                lx = x + side * gap
+                box = (lx, y + dy - h / 2, lx + w, y + dy + h / 2) if side > 0 else \
+                      (lx - w, y + dy - h / 2, lx, y + dy + h / 2)
+                if free(box, i):
+                    choice = (lx, y + dy, side, box)
+                    break
+            if choice:
                 break
-            ly = max(p[1] for p in clash) + min_dy
-        placed.append((x, ly))
-        right = x < 0.72
-        ax.annotate(labels[i], xy=(xs[i], ys[i]), xycoords="data", xytext=(x + (0.03 if right else -0.03), ly),
-                    textcoords="axes fraction", ha="left" if right else "right", va="center", fontsize=6,
-                    color=colors[i], arrowprops=dict(arrowstyle="-", lw=0.4, color="0.5", shrinkA=0, shrinkB=2)
+        if choice is None:  # crowded beyond the search: put it beside the point anyway
+            lx, side = x + sides[0] * gap, sides[0]
+            x0 = lx if side > 0 else lx - w
+            choice = (lx, y, side, (x0, y - h / 2, x0 + w, y + h / 2))
+        lx, ly, side, box = choice
+        boxes.append(box)
+        ax.annotate(labels[i], xy=(xs[i], ys[i]), xycoords="data", xytext=(lx, ly), textcoords="axes fraction",
+                    ha="left" if side > 0 else "right", va="center", fontsize=6, color=colors[i],
+                    arrowprops=dict(arrowstyle="-", lw=0.4, color="0.5", shrinkA=0, shrinkB=2)
                     if abs(ly - y) > 0.01 else None)
 
 
