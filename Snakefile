@@ -15,10 +15,12 @@ if not workflow.config_settings.configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/core.smk"
+include: "workflow/rules/transfer.smk"
 include: "workflow/rules/figures.smk"
 
 
 rule all:
     input:
         all_outputs(),
+        transfer_outputs(),
     default_target: True

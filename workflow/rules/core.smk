@@ -102,6 +102,7 @@ rule evaluate:
 rule aggregate_metrics:
     input:
         per_method("results/{app}/metrics/{method}.tsv"),
+        lambda wc: transfer_metrics(wc),
     output:
         report(
             "results/{app}/metrics.tsv",
