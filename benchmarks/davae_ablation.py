@@ -143,7 +143,17 @@ def main(argv=None) -> int:
     return 0
 
 
+def _order(config: str) -> int:
+    for i, prefix in enumerate(["PCA", "Scanorama", "scbean (", "scbean +", "default", "default -", "default +"]):
+        if config.startswith(prefix) and not (prefix == "default" and config != "default"):
+            return i
+    return 99
+
+
 def _write(df: pd.DataFrame, out: str, argv) -> None:
+    sets = list(dict.fromkeys(df["set"]))
+    df = df.assign(_s=df["set"].map(sets.index), _o=df["config"].map(_order)).sort_values(["_s", "_o"], kind="stable")
+    df = df.drop(columns=["_s", "_o"])
     tab = df.groupby(["set", "config"], sort=False)[["kbet", "ari_ct", "1-ari_b", "mix15", "wall_s"]].mean()
     tab["n_seeds"] = df.groupby(["set", "config"], sort=False)["seed"].nunique()
     md = tab.round(3).reset_index().to_markdown(index=False)
