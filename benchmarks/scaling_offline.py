@@ -26,11 +26,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO / "data" / "demo" / "seuratTools_ifnb1k.h5ad"
 # Method params for a 2-core machine: DAVAE as configured in the study; DESC with a short pretraining
-# (the study's demo value) and a cap on clustering rounds; Scanorama with its defaults.
+# (the study's demo value), a cap on clustering rounds, and its Leiden initialisation on a 4,000-cell
+# subsample: with scipy 1.17 + scanpy 1.11.5, sc.pp.neighbors fails on ~10k+ cells ('csr_array' object
+# has no attribute 'getnnz'), see docs/scaling.md; Scanorama with its defaults.
 PARAMS = {
     "pca": {"n_comps": 50},
     "davae": {"preset": "default"},
-    "desc": {"pretrain_epochs": 30, "max_rounds": 20, "progress": False},
+    "desc": {"pretrain_epochs": 30, "max_rounds": 20, "progress": False, "init_max_cells": 4000},
     "scanorama": {},
     "harmony": {},
 }
