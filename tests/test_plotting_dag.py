@@ -93,22 +93,34 @@ def test_figures_target_touches_no_integration_output(workdir):
 IFNB = REPO.parent / "shared" / "data" / "seuratTools_ifnb1k.h5ad"
 
 
-def _cached_tables(pca, obs, app: str, methods: list[str]) -> dict[str, "object"]:
-    """Real results tables for one demo application (contract formats), keyed by path under results/."""
-    import pandas as pd
+def _method_tables(pca, obs, methods: list[str]) -> dict[str, tuple]:
+    """Per method: a real 2-D embedding and the tidy + repeats tables ``davae_study.metrics.evaluate`` gives
+    for it (a different PCA plane per method; small kBET/ARI settings to stay fast)."""
+    import anndata as ad
 
     from davae_study.metrics import evaluate
 
+    out = {}
+    for i, m in enumerate(methods):
+        x = pca[:, i: i + 3]
+        tidy, rep = evaluate(ad.AnnData(obs=obs[["batch", "cell_type"]].copy(), obsm={"X_emb": x}),
+                             application="_", method=m,
+                             params={"enabled": ["ari", "kbet"], "kbet": {"n_repeat": 3}, "ari": {"n_iter": 2}})
+        out[m] = (x, tidy, rep)
+    return out
+
+
+def _cached_tables(per_method: dict, obs, app: str, methods: list[str]) -> dict[str, object]:
+    """Results tables of one application (contract formats), keyed by path under results/. The same real
+    tables serve every application (the figures only need the formats; the values are real)."""
+    import pandas as pd
+
     out: dict[str, object] = {f"results/{app}/obs.tsv": obs.rename_axis("cell").reset_index()}
     tidy_all = []
-    for i, m in enumerate(methods):
-        x = pca[:, i: i + 3]  # a different real embedding per method
+    for m in methods:
+        x, tidy, rep = per_method[m]
         out[f"results/{app}/umap/{m}.tsv"] = pd.DataFrame({"cell": obs.index, "umap1": x[:, 0], "umap2": x[:, 1]})
-        import anndata as ad
-
-        tidy, rep = evaluate(ad.AnnData(obs=obs[["batch", "cell_type"]].copy(), obsm={"X_emb": x}), application=app,
-                             method=m,
-                             params={"enabled": ["ari", "kbet"], "kbet": {"n_repeat": 3}, "ari": {"n_iter": 2}})
+        tidy, rep = tidy.assign(application=app), rep.assign(application=app)
         out[f"results/{app}/metrics/{m}.tsv"] = tidy
         out[f"results/{app}/metrics/{m}.repeats.tsv"] = rep
         tidy_all.append(tidy)
@@ -137,12 +149,14 @@ def test_figures_target_renders_from_cached_tables_and_builds_the_report(workdir
 
     jobs = dry_run_jobs(snakemake(workdir, "-n", "--forceall", "figures"))
     upstream = [j for j in jobs if not j["rule"].startswith("figure")]
-    apps = sorted({f.split("/")[1] for j in upstream for f in j["output"] if f.startswith("results/") and "/" in f[8:]})
+    umap_outputs = [f for j in upstream if j["rule"] == "umap" for f in j["output"]]
+    apps = sorted({f.split("/")[1] for f in umap_outputs})
+    obs = a.obs[["batch", "cell_type"]]
+    per_method = _method_tables(a.obsm["X_pca"], obs, sorted({Path(f).stem for f in umap_outputs}))
     tables: dict[str, object] = {}
     for app in apps:
-        methods = sorted({Path(f).stem for j in upstream if j["rule"] == "umap" for f in j["output"]
-                          if f.startswith(f"results/{app}/")})
-        tables.update(_cached_tables(a.obsm["X_pca"], a.obs[["batch", "cell_type"]], app, methods))
+        methods = sorted({Path(f).stem for f in umap_outputs if f.startswith(f"results/{app}/")})
+        tables.update(_cached_tables(per_method, obs, app, methods))
     metrics = [t for p, t in tables.items() if p.endswith("/metrics.tsv") and p.count("/") == 2]
     tables["results/summary.tsv"] = summarise(pd.concat(metrics, ignore_index=True))
     integration = []
