@@ -19,7 +19,7 @@ Two presets:
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 RECON_WEIGHTS = ("all", "reference")
