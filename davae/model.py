@@ -92,7 +92,7 @@ class DAVAE:
 
     # -- public API ----------------------------------------------------------------------------------
     def fit(self, seed: int = 0, device: str | torch.device = "auto", progress: bool = True) -> "DAVAE":
-        """Train the network (from its current weights). Seeds torch's global RNG with ``seed``.
+        """Train the network from a fresh initialisation. Seeds torch's global RNG with ``seed``.
 
         On CPU the same seed gives the same embedding (same torch build and thread count).
         """

@@ -98,10 +98,13 @@ class DAVAEModule(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Glorot-uniform weights and zero biases (Keras ``Dense`` defaults)."""
+        """Glorot-uniform weights and zero biases (Keras ``Dense`` defaults); fresh batch-norm statistics."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, BatchNormNoScale):
+                m.bn.reset_running_stats()
                 nn.init.zeros_(m.bias)
 
     def encode(self, x: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
