@@ -119,26 +119,38 @@ def prepare_application(
 
 def integrate(prepared_path: str, out_h5ad: str, *, method: str, module: str | None, params: Mapping[str, Any],
               seed: int = 0, device: str = "auto", on_error: str = "record", threads: int | None = None) -> ad.AnnData:
-    """Run one method on ``prepared.h5ad`` and write ``integrated/<method>.h5ad`` (also when it failed)."""
+    """Run one method on ``prepared.h5ad`` and write ``integrated/<method>.h5ad`` (also when it failed).
+
+    ``threads`` caps torch's and the BLAS libraries' thread pools at the job's share of the machine: more
+    threads than cores make torch's spin-waiting workers an order of magnitude slower on a busy machine.
+    """
     from .methods import run_method
 
-    if threads:
-        _limit_threads(threads)
     prepared = ad.read_h5ad(prepared_path)
-    result = run_method(method, prepared, module=module, params=params, seed=seed, device=device, on_error=on_error)
+    with _thread_limit(threads):
+        result = run_method(method, prepared, module=module, params=params, seed=seed, device=device,
+                            on_error=on_error)
     info = result.uns["method"]
     log.info("method %s: %s in %.1f s %s", method, info["status"], info["wall_s"], info.get("error", ""))
     write_h5ad(result, out_h5ad)
     return result
 
 
-def _limit_threads(n: int) -> None:
-    try:
-        import torch
+@contextlib.contextmanager
+def _thread_limit(threads: int | None) -> Iterator[None]:
+    if not threads:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(int(n))
-    except ImportError:  # pragma: no cover
-        pass
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        with threadpool_limits(limits=int(threads)):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def method_failed(adata: ad.AnnData) -> str | None:
