@@ -254,3 +254,21 @@ def test_workflow_helpers_read_figure_params():
         figure_file(config, "rna_atac", "coverage", "{app}/{method}")
     with pytest.raises(ValueError, match="not in the config"):
         figure_options(config, "nope", "coverage")
+
+
+def test_cluster_ids_read_back_as_integers(tmp_path):
+    from davae_study.plotting.render import _clusters
+
+    write_tsv(pd.DataFrame({"cell": ["a", "b", "c"], "cluster": [0.0, 12.0, np.nan]}), tmp_path / "c.tsv")
+    c = _clusters(tmp_path / "c.tsv")
+    assert c["a"] == "0" and c["b"] == "12" and pd.isna(c["c"])
+
+
+def test_titles_fit_the_figure_width():
+    from davae_study.plotting.style import fit_title
+
+    short, size = fit_title("samples", 3.5)
+    assert short == "samples" and size == 8.5
+    long = "Simulated spots (IFN-β-stimulated PBMC mixtures) + control PBMC reference, " * 2
+    text, size = fit_title(long, 3.5)
+    assert size == 6.5 and text.endswith("…") and len(text) * 0.62 * size <= 3.5 * 72

@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 from matplotlib.patches import FancyArrow, Rectangle
 
-from .style import FULL_WIDTH, MAX_HEIGHT, category_colors, figure_style, natural_key, save_figure
+from .style import FULL_WIDTH, MAX_HEIGHT, category_colors, figure_style, natural_key, save_figure, suptitle
 
 __all__ = ["aggregate_peaks", "coverage_tracks"]
 
@@ -209,5 +209,5 @@ def coverage_tracks(
             ax_model.set_xlabel(f"chr{region[0]} (Mb)", fontsize=5.5, labelpad=1)
         fig.text(0.005, 1 - (title_h + head_h * 0.2) / fig_h, group_label, fontsize=5.5, color="0.35", va="top")
         if title:
-            fig.suptitle(title, y=1 - 0.04 / fig_h, va="top", fontweight="bold")
+            suptitle(fig, title, y=1 - 0.04 / fig_h, va="top")
         return save_figure(fig, out_png)

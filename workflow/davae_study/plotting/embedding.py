@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from .style import (
+    suptitle,
     FULL_WIDTH,
     MAX_HEIGHT,
     category_colors,
@@ -206,7 +207,7 @@ def umap_grid(
             bb = leg.get_window_extent(fig.canvas.get_renderer()).transformed(lax.transAxes.inverted())
             y = bb.y0 - 0.04
         if title:
-            fig.suptitle(title, y=1 - 0.04 / fig_h, va="top", fontweight="bold")
+            suptitle(fig, title, y=1 - 0.04 / fig_h, va="top")
         return save_figure(fig, out_png)
 
 
@@ -265,12 +266,14 @@ def umap_by(
                 empty_panel(ax, "no embedding\n(method failed)")
                 lax.axis("off")
                 continue
-            colors = category_colors(obs[key], _palette_kind(key))
+            colors = category_colors(obs[key], _palette_kind(key))  # from all cells: stable across subsets
             _scatter_categorical(ax, xy, sub[key], colors, point_size(len(sub), panel))
             _style_embedding_axis(ax, xy)
-            _legend(lax, colors, t, bool(sub[key].isna().any()), na_label=na_label, max_rows=20)
+            shown = set(sub[key].dropna())
+            _legend(lax, {k: c for k, c in colors.items() if k in shown}, t, bool(sub[key].isna().any()),
+                    na_label=na_label, max_rows=20)
         if title:
-            fig.suptitle(title, y=1 - 0.04 / fig_h, va="top", fontweight="bold")
+            suptitle(fig, title, y=1 - 0.04 / fig_h, va="top")
         return save_figure(fig, out_png)
 
 
@@ -371,7 +374,7 @@ def feature_umaps(
             if i % ncols == ncols - 1 or i == len(genes) - 1:
                 cb.set_label(value_label, fontsize=5.5, labelpad=1)
         if title:
-            fig.suptitle(title, y=1 - 0.04 / fig_h, va="top", fontweight="bold")
+            suptitle(fig, title, y=1 - 0.04 / fig_h, va="top")
         return save_figure(fig, out_png)
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 from matplotlib.lines import Line2D
 
-from .style import FULL_WIDTH, MAX_HEIGHT, category_colors, figure_style, natural_key, save_figure
+from .style import FULL_WIDTH, MAX_HEIGHT, category_colors, figure_style, natural_key, save_figure, suptitle
 
 __all__ = ["read_genes", "marker_dotplot", "marker_violins", "group_expression"]
 
@@ -188,7 +188,7 @@ def marker_dotplot(
         if absent:
             fig.text(0.01, 0.02, "not in data: " + ", ".join(absent), fontsize=5.5, color="0.35")
         if title:
-            fig.suptitle(title, y=1 - 0.04 / fig_h, va="top", fontweight="bold")
+            suptitle(fig, title, y=1 - 0.04 / fig_h, va="top")
         return save_figure(fig, out_png)
 
 
@@ -268,5 +268,5 @@ def marker_violins(
         if absent:
             fig.text(0.01, 0.01, "not in data: " + ", ".join(absent), fontsize=5.5, color="0.35")
         if title:
-            fig.suptitle(title, y=1 - 0.04 / fig_h, va="top", fontweight="bold")
+            suptitle(fig, title, y=1 - 0.04 / fig_h, va="top")
         return save_figure(fig, out_png)

@@ -66,7 +66,11 @@ def _clusters(path: PathLike, column: str = "cluster") -> pd.Series:
     t = read_tsv(path)
     if not {"cell", column} <= set(t.columns):
         raise ValueError(f"{path} needs columns 'cell' and {column!r} (the spatial_clusters/cluster table)")
-    return pd.Series(t[column].to_numpy(), index=t["cell"].astype(str), name=column)
+    labels = t[column]
+    if pd.api.types.is_float_dtype(labels) and np.allclose(labels.dropna() % 1, 0):
+        labels = labels.astype("Int64")  # integer cluster ids, not '3.0'
+    labels = labels.astype(str).where(labels.notna())
+    return pd.Series(labels.to_numpy(), index=t["cell"].astype(str), name=column)
 
 
 # ------------------------------------------------------------------------------------------------ Figs 2-3

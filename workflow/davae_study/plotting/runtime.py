@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from .style import FULL_WIDTH, figure_style, method_color, method_label, order_methods, save_figure
+from .style import FULL_WIDTH, figure_style, method_color, method_label, order_methods, save_figure, suptitle
 
 __all__ = ["read_benchmarks", "runtime_scaling", "growth_exponent"]
 
@@ -117,5 +117,5 @@ def runtime_scaling(bench: pd.DataFrame, out_png: str | os.PathLike, *, title: s
                    for m in methods]
         fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), bbox_to_anchor=(0.5, 0.01))
         if title:
-            fig.suptitle(title, fontweight="bold")
+            suptitle(fig, title)
         return save_figure(fig, out_png)

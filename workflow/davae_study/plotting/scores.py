@@ -16,6 +16,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from .style import (
+    fit_title,
+    suptitle,
     FULL_WIDTH,
     HALF_WIDTH,
     MAX_HEIGHT,
@@ -210,7 +212,8 @@ def ari_scatter(
         ax.set_ylabel("ARI cell type  (cell-type purity →)")
         ax.grid(True, lw=0.3, color="0.92")
         if title:
-            ax.set_title(title, fontweight="bold")
+            text, size = fit_title(title, fig.get_figwidth() * 0.95)
+            ax.set_title(text, fontweight="bold", fontsize=size)
         if len(good):
             fig.canvas.draw()
             _place_labels(ax, xs, ys, [method_label(m) for m in good.index], cols)
@@ -341,7 +344,7 @@ def kbet_curves(
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6 if ncols > 1 else 3),
                    bbox_to_anchor=(0.5, 0.005), handlelength=1.5, columnspacing=1.0)
         if title:
-            fig.suptitle(title, y=1 - 0.04 / fig_h, va="top", fontweight="bold")
+            suptitle(fig, title, y=1 - 0.04 / fig_h, va="top")
         return save_figure(fig, out_png)
 
 

@@ -18,7 +18,16 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from .embedding import _legend
-from .style import FULL_WIDTH, MAX_HEIGHT, category_colors, empty_panel, figure_style, natural_key, save_figure
+from .style import (
+    FULL_WIDTH,
+    MAX_HEIGHT,
+    category_colors,
+    empty_panel,
+    figure_style,
+    natural_key,
+    save_figure,
+    suptitle,
+)
 
 __all__ = ["spatial_clusters", "spatial_probabilities", "PROB_PREFIX"]
 
@@ -102,7 +111,7 @@ def spatial_clusters(
         else:
             lax.axis("off")
         if title:
-            fig.suptitle(title, y=1 - 0.04 / fig_h, va="top", fontweight="bold")
+            suptitle(fig, title, y=1 - 0.04 / fig_h, va="top")
         return save_figure(fig, out_png)
 
 
@@ -115,7 +124,7 @@ def _message_figure(message: str, out_png, title: str | None):
         ax = fig.add_axes([0.02, 0.02, 0.96, 0.7 if title else 0.96])
         empty_panel(ax, message)
         if title:
-            fig.suptitle(title, y=0.96, va="top", fontweight="bold", fontsize=7)
+            suptitle(fig, title, y=0.96, va="top")
         return save_figure(fig, out_png)
 
 
@@ -213,5 +222,5 @@ def spatial_probabilities(
             else:
                 cax.axis("off")
         if title:
-            fig.suptitle(title, y=1 - 0.04 / fig_h, va="top", fontweight="bold")
+            suptitle(fig, title, y=1 - 0.04 / fig_h, va="top")
         return save_figure(fig, out_png)

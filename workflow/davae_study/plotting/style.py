@@ -251,6 +251,25 @@ def save_figure(fig: matplotlib.figure.Figure, out_png: str | os.PathLike) -> tu
     return out_png, out_pdf
 
 
+def fit_title(title: str, width_in: float, fontsize: float = 8.5, bold: bool = True) -> tuple[str, float]:
+    """A title that fits on one line of ``width_in`` inches: the font shrinks down to 6.5 pt, then the text
+    is shortened with an ellipsis (the report caption carries the full title)."""
+    per_char = 0.62 if bold else 0.56  # average glyph width of DejaVu Sans, in units of the font size
+    size = fontsize
+    while size > 6.5 and len(title) * per_char * size > width_in * 72 * 0.96:
+        size -= 0.5
+    max_chars = int(width_in * 72 * 0.96 / (per_char * size))
+    if len(title) > max_chars:
+        title = title[: max(max_chars - 1, 1)].rstrip() + "…"
+    return title, size
+
+
+def suptitle(fig: matplotlib.figure.Figure, title: str, **kwargs) -> None:
+    """``fig.suptitle`` in bold, fitted to the figure's width (:func:`fit_title`)."""
+    text, size = fit_title(title, fig.get_figwidth())
+    fig.suptitle(text, fontweight="bold", fontsize=size, **kwargs)
+
+
 def empty_panel(ax: matplotlib.axes.Axes, message: str, frame: bool = False) -> None:
     """Blank an axis and write ``message`` in its centre (failed method, missing gene, no data);
     ``frame`` keeps a light outline so the panel reads as part of a grid."""
