@@ -17,12 +17,13 @@ Everything works on CSR rows and ``.data`` arrays; nothing is densified.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import anndata as ad
@@ -195,15 +196,35 @@ def _peak_rss_mb() -> float:
     return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
 
 
+@contextlib.contextmanager
+def _thread_limit(threads: int | None) -> Iterator[None]:
+    """Cap torch and BLAS/OpenMP threads at the job's ``threads`` (oversubscribed torch threads are an
+    order of magnitude slower on a busy machine, which would distort the benchmark)."""
+    if not threads:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        with threadpool_limits(limits=int(threads)):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_scaling_method(prepared_path: str | os.PathLike, out_h5ad: str | os.PathLike, *, method: str,
                        module: str | None, params: Mapping[str, Any] | None = None, seed: int = 0,
-                       device: str = "auto", keep_corrected: bool = False) -> ad.AnnData:
+                       device: str = "auto", keep_corrected: bool = False,
+                       threads: int | None = None) -> ad.AnnData:
     """Run one method on one benchmark input through :func:`davae_study.methods.run_method` (errors raise)
     and write the embedding and ``uns['method']`` (``wall_s``, ``peak_rss_mb``, ``device``) to ``out_h5ad``.
 
     ``layers['corrected']`` is dropped unless ``keep_corrected`` (at HCA size it is cells × genes dense and
     is not what the benchmark measures); the file is written uncompressed so that compression time does not
-    enter the ``benchmark:`` record.
+    enter the ``benchmark:`` record. ``threads`` caps torch and BLAS threads during the method call.
     """
     from .io import write_h5ad
     from .methods import run_method
@@ -211,7 +232,9 @@ def run_scaling_method(prepared_path: str | os.PathLike, out_h5ad: str | os.Path
     start = time.perf_counter()
     prepared = ad.read_h5ad(prepared_path)
     read_s = time.perf_counter() - start
-    result = run_method(method, prepared, module=module, params=params, seed=seed, device=device, on_error="raise")
+    with _thread_limit(threads):
+        result = run_method(method, prepared, module=module, params=params, seed=seed, device=device,
+                            on_error="raise")
     if not keep_corrected and "corrected" in result.layers:
         del result.layers["corrected"]
     info = dict(result.uns["method"])

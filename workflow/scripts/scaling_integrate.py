@@ -1,9 +1,8 @@
 """rule scaling_integrate → davae_study.scaling.run_scaling_method"""
-from davae_study.pipeline import _limit_threads, logged
+from davae_study.pipeline import logged
 from davae_study.scaling import run_scaling_method
 
 with logged(snakemake.log[0]):
-    _limit_threads(snakemake.threads)
     run_scaling_method(
         snakemake.input[0],
         snakemake.output[0],
@@ -12,4 +11,5 @@ with logged(snakemake.log[0]):
         params=snakemake.params.params,
         seed=snakemake.params.seed,
         device=snakemake.params.device,
+        threads=snakemake.threads,
     )
