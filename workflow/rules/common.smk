@@ -81,3 +81,58 @@ def all_outputs():
         out += expand("results/{app}/integrated/{method}.h5ad", app=app, method=app_methods(app))
         out += app_figures(app)
     return out + ["results/summary.tsv", "results/figures/summary.png"]
+
+
+# ---- figures (rules in figures.smk) -----------------------------------------------------------------------
+from davae_study.plotting.workflow import (  # noqa: E402
+    PAPER_GENE_ACTIVITY,
+    PAPER_MARKER_UMAPS,
+    PAPER_MARKERS,
+    PAPER_SPATIAL_TYPES,
+    figure_clusters,
+    figure_file,
+    figure_kwargs,
+)
+
+FIGURES = ["umap_grid", "ari", "kbet"]
+
+
+def app_title(app):
+    return config["applications"][app].get("title", app)
+
+
+# ---- label transfer (rules in transfer.smk) ---------------------------------------------------------------
+from davae_study.groundtruth import simulate_config, spatial_config, transfer_config  # noqa: E402
+
+
+def transfer_apps():
+    """Applications with a reference to transfer labels from."""
+    return [a for a in APPS if "reference" in (config["applications"][a].get("transfer") or {})]
+
+
+def spatial_apps():
+    """Applications whose joint embedding is clustered for spatial maps."""
+    return [a for a in APPS if (config["applications"][a].get("transfer") or {}).get("spatial")]
+
+
+def transfer_truth(wildcards):
+    """The application's ground-truth table (cell, cell_type, x, y, proportion:<type>…), if any."""
+    path = (config["applications"][wildcards.app].get("transfer") or {}).get("truth")
+    return [path] if path else []
+
+
+def transfer_outputs():
+    """Every transfer and spatial output of the configured applications (for rule all)."""
+    out = []
+    for app in transfer_apps():
+        out += expand("results/{app}/transfer/{method}.{ext}", app=app, method=app_methods(app), ext=["tsv", "metrics.tsv"])
+    for app in spatial_apps():
+        out += expand("results/{app}/spatial/{method}.clusters.tsv", app=app, method=app_methods(app))
+    return out
+
+
+def transfer_metrics(wildcards):
+    """Transfer metric tables of one application (empty when it has no reference), for aggregate_metrics."""
+    if wildcards.app not in transfer_apps():
+        return []
+    return expand("results/{app}/transfer/{method}.metrics.tsv", app=wildcards.app, method=app_methods(wildcards.app))

@@ -13,62 +13,25 @@
 #   backoff_s:  base of the exponential wait between attempts      (default 2)
 #
 # Applications list their files as `input.files: {role: resources/<dataset>/<file>}`; every such path is the
-# output of one download rule, so rule prepare's inputs pull the downloads in. `application_data_keys(app)`
-# gives an application's data-table keys.
+# output of one download rule, so rule prepare's inputs pull the downloads in.
 
 import re as _re
 import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(workflow.current_basedir).parent))  # davae_study, also without an install
-from davae_study.data.download import check_available as _check_available, load_sources as _load_sources
+from davae_study.data import download as _dl  # noqa: E402
 
-DATA = {
-    "sources": "config/data_sources.yaml",
-    "resources": "resources",
-    "lock": "config/data.lock.yaml",
-    "mirror": None,
-    "offline": False,
-    "retries": 3,
-    "job_retries": 1,
-    "timeout_s": 120,
-    "backoff_s": 2.0,
-    **(config.get("data") or {}),
-}
-# The data table and the lock file belong to the repository: relative paths resolve against it, so the
-# workflow can run in another working directory (--directory) and still find them.
-for _k in ("sources", "lock"):
-    if isinstance(DATA[_k], str) and not _Path(DATA[_k]).is_absolute():
-        DATA[_k] = str(_Path(workflow.basedir) / DATA[_k])
-DATA_SOURCES = _load_sources(DATA["sources"])
-
-
-def data_path(key):
-    """Local path of a data-table file."""
-    if key not in DATA_SOURCES:
-        raise ValueError(f"data file {key!r} is not in the data table ({DATA['sources']}); add it there")
-    return f"{DATA['resources']}/{key}"
-
-
-def application_data_keys(app):
-    """Data-table keys of an application's files (those of its input.files that live under resources/)."""
-    spec = (config.get("applications") or {}).get(app) or {}
-    files = (spec.get("input") or {}).get("files") or {}
-    root = DATA["resources"].rstrip("/") + "/"
-    return [str(p)[len(root):] for p in files.values() if str(p).startswith(root)]
-
+DATA = _dl.data_settings(config.get("data"), workflow.basedir)
+DATA_SOURCES = _dl.load_sources(DATA["sources"])
+_APPS = config.get("applications") or {}
+_APP_KEYS = sorted({k for spec in _APPS.values() for k in _dl.application_data_keys(DATA, spec)})
 
 # Offline runs fail at parse time with one message listing every missing file of the configured applications.
-_check_available(
-    sorted({k for app in (config.get("applications") or {}) for k in application_data_keys(app)}),
-    DATA_SOURCES,
-    DATA["resources"],
-    offline=bool(DATA["offline"]),
-    mirror=DATA["mirror"],
-)
+_dl.check_available(_APP_KEYS, DATA_SOURCES, DATA["resources"], offline=bool(DATA["offline"]), mirror=DATA["mirror"])
 
 for _key, _entry in DATA_SOURCES.items():
-    _out = data_path(_key)
+    _out = _dl.data_path(DATA, DATA_SOURCES, _key)
     _sha = _entry.get("sha256") if not _entry.get("extract") else None
 
     rule:
@@ -93,10 +56,10 @@ for _key, _entry in DATA_SOURCES.items():
 rule download_data:
     """Fetch every file of the data table."""
     input:
-        [data_path(k) for k in DATA_SOURCES],
+        [_dl.data_path(DATA, DATA_SOURCES, k) for k in DATA_SOURCES],
 
 
 rule download_applications:
     """Fetch the files of the configured applications only."""
     input:
-        [data_path(k) for app in (config.get("applications") or {}) for k in application_data_keys(app)],
+        [_dl.data_path(DATA, DATA_SOURCES, k) for k in _APP_KEYS],

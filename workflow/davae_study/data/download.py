@@ -35,6 +35,7 @@ import yaml
 from davae_study.io import atomic_path
 
 __all__ = [
+    "DATA_DEFAULTS", "data_settings", "data_path", "application_data_keys",
     "DownloadError",
     "ChecksumError",
     "DataUnavailableError",
@@ -365,3 +366,44 @@ def check_available(
         missing = [m for m in missing if not Path(mirror, m[0]).exists()]
     if missing:
         raise DataUnavailableError(_missing_message(missing, mirror))
+
+
+#: Defaults of the config's ``data:`` section (docs/data.md).
+DATA_DEFAULTS: dict[str, Any] = {
+    "sources": "config/data_sources.yaml",
+    "resources": "resources",
+    "lock": "config/data.lock.yaml",
+    "mirror": None,
+    "offline": False,
+    "retries": 3,
+    "job_retries": 1,
+    "timeout_s": 120,
+    "backoff_s": 2.0,
+}
+
+
+def data_settings(data: Mapping[str, Any] | None, basedir: str | os.PathLike) -> dict[str, Any]:
+    """The config's ``data:`` section with defaults filled in.
+
+    The data table and the lock file belong to the repository: relative paths resolve against ``basedir``
+    (the workflow's folder), so the workflow can run in another working directory and still find them.
+    """
+    settings = {**DATA_DEFAULTS, **dict(data or {})}
+    for key in ("sources", "lock"):
+        if isinstance(settings[key], (str, os.PathLike)) and not Path(settings[key]).is_absolute():
+            settings[key] = str(Path(basedir) / settings[key])
+    return settings
+
+
+def data_path(settings: Mapping[str, Any], sources: Mapping[str, Any], key: str) -> str:
+    """Local path (``<resources>/<dataset>/<file>``) of a data-table file."""
+    if key not in sources:
+        raise ValueError(f"data file {key!r} is not in the data table ({settings['sources']}); add it there")
+    return (Path(settings["resources"]) / key).as_posix()
+
+
+def application_data_keys(settings: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str]:
+    """Data-table keys of one application's input files (those under the resources folder)."""
+    files = (spec.get("input") or {}).get("files") or {}
+    root = Path(settings["resources"])
+    return [Path(p).relative_to(root).as_posix() for p in files.values() if Path(p).is_relative_to(root)]
