@@ -16,6 +16,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/core.smk"
 include: "workflow/rules/transfer.smk"
+include: "workflow/rules/scaling.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -23,4 +24,5 @@ rule all:
     input:
         all_outputs(),
         transfer_outputs(),
+        scaling_outputs(),
     default_target: True

@@ -15,7 +15,7 @@ def _load(name):
         return yaml.safe_load(fh)
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "config.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "config.yaml", "scaling_offline.yaml"])
 def test_shipped_configs_are_valid(name):
     check_config(_load(name), SCHEMA)
 

@@ -55,6 +55,11 @@ def method_resource(key, default):
     return get
 
 
+def methods_env(wildcards):
+    """Conda env of the method rules: the CPU or the CUDA build of PyTorch (config conda_torch; --sdm conda)."""
+    return "../../envs/methods-cuda.yaml" if config.get("conda_torch", "cpu") == "cuda" else "../../envs/methods.yaml"
+
+
 def method_threads(wildcards):
     return config["methods"][wildcards.method].get("threads", 2)
 
@@ -136,3 +141,54 @@ def transfer_metrics(wildcards):
     if wildcards.app not in transfer_apps():
         return []
     return expand("results/{app}/transfer/{method}.metrics.tsv", app=wildcards.app, method=app_methods(wildcards.app))
+
+
+# ---- runtime scaling, Fig 6f (rules in scaling.smk) -------------------------------------------------------
+SCALING = config.get("scaling", {})
+
+
+def _scaling_check():
+    from davae_study.scaling import check_scaling_config
+
+    try:
+        check_scaling_config(SCALING, config.get("methods", {}), config.get("applications", {}))
+    except ValueError as err:
+        raise WorkflowError(str(err)) from None
+
+
+_scaling_check()
+
+SCALING_SIZES = [int(s) for s in SCALING.get("sizes", [])]
+SCALING_METHODS = list(SCALING.get("methods", []))
+SCALING_PER_1K = SCALING.get("resources_per_1k_cells", {})
+
+
+wildcard_constraints:
+    n_cells=r"\d+",
+
+
+def scaling_source(wildcards):
+    source = SCALING["source"]
+    if source in config.get("applications", {}):
+        return expand("results/{app}/prepared.h5ad", app=source)
+    return source
+
+
+def scaling_resource(key, default):
+    """Method resources (methods.<name>.resources) raised to scaling.resources_per_1k_cells × cells/1000,
+    times the attempt for memory and time (profiles set retries)."""
+
+    def get(wildcards, attempt):
+        base = config["methods"][wildcards.method].get("resources", {}).get(key, default)
+        per_1k = SCALING_PER_1K.get(key)
+        if per_1k is not None:
+            base = max(base, int(per_1k * int(wildcards.n_cells) / 1000))
+        return base * attempt if key in ("mem_mb", "runtime") else base
+
+    return get
+
+
+def scaling_outputs():
+    if not SCALING:
+        return []
+    return ["results/scaling/benchmark.tsv", "results/scaling/growth.tsv", "results/scaling/runtime.png"]

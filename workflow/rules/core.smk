@@ -26,7 +26,7 @@ rule prepare:
         mem_mb=8000,
         runtime=60,
     conda:
-        "../../envs/study.yaml"
+        "../../envs/prepare.yaml"
     script:
         "../scripts/prepare.py"
 
@@ -52,7 +52,7 @@ rule integrate:
         runtime=method_resource("runtime", 120),
         gpu=method_resource("gpu", 0),
     conda:
-        "../../envs/study.yaml"
+        methods_env
     script:
         "../scripts/integrate.py"
 
@@ -73,7 +73,7 @@ rule umap:
         mem_mb=8000,
         runtime=60,
     conda:
-        "../../envs/study.yaml"
+        "../../envs/evaluate.yaml"
     script:
         "../scripts/umap.py"
 
@@ -94,7 +94,7 @@ rule evaluate:
         mem_mb=8000,
         runtime=60,
     conda:
-        "../../envs/study.yaml"
+        "../../envs/evaluate.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -113,7 +113,7 @@ rule aggregate_metrics:
     log:
         "logs/{app}/aggregate_metrics.log",
     conda:
-        "../../envs/study.yaml"
+        "../../envs/evaluate.yaml"
     script:
         "../scripts/aggregate.py"
 
@@ -126,7 +126,7 @@ rule summary:
     log:
         "logs/summary.log",
     conda:
-        "../../envs/study.yaml"
+        "../../envs/evaluate.yaml"
     script:
         "../scripts/summary.py"
 

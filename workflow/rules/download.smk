@@ -47,6 +47,8 @@ for _key, _entry in DATA_SOURCES.items():
             data=DATA,
         retries: int(DATA["job_retries"])
         localrule: True
+        conda:
+            "../../envs/prepare.yaml"
         message:
             f"download {_key}"
         script:

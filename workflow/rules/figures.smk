@@ -1,9 +1,6 @@
 # Figures re-render from cached tables (metrics, UMAP coordinates, obs) only: `snakemake figures` never
 # recomputes an integration.
 
-FIGURES = ["umap_grid", "ari", "kbet"]
-
-
 rule figure_umap_grid:
     input:
         umaps=per_method("results/{app}/umap/{method}.tsv"),
@@ -19,17 +16,19 @@ rule figure_umap_grid:
     log:
         "logs/{app}/figures/umap_grid.log",
     params:
+        renderer="umap_grid",
         methods=lambda wc: app_methods(wc.app),
-        title=lambda wc: config["applications"][wc.app].get("title", wc.app),
+        kwargs=lambda wc: {"title": app_title(wc.app)},
     conda:
-        "../../envs/study.yaml"
+        "../../envs/figures.yaml"
     script:
-        "../scripts/figure_umap_grid.py"
+        "../scripts/figure.py"
 
 
 rule figure_ari:
     input:
-        "results/{app}/metrics.tsv",
+        metrics="results/{app}/metrics.tsv",
+        repeats=per_method("results/{app}/metrics/{method}.repeats.tsv"),
     output:
         png=report(
             "results/{app}/figures/ari.png",
@@ -41,11 +40,12 @@ rule figure_ari:
     log:
         "logs/{app}/figures/ari.log",
     params:
-        title=lambda wc: config["applications"][wc.app].get("title", wc.app),
+        renderer="ari",
+        kwargs=lambda wc: {"title": app_title(wc.app)},
     conda:
-        "../../envs/study.yaml"
+        "../../envs/figures.yaml"
     script:
-        "../scripts/figure_ari.py"
+        "../scripts/figure.py"
 
 
 rule figure_kbet:
@@ -63,25 +63,28 @@ rule figure_kbet:
     log:
         "logs/{app}/figures/kbet.log",
     params:
-        title=lambda wc: config["applications"][wc.app].get("title", wc.app),
+        renderer="kbet",
+        kwargs=lambda wc: {"title": app_title(wc.app)},
     conda:
-        "../../envs/study.yaml"
+        "../../envs/figures.yaml"
     script:
-        "../scripts/figure_kbet.py"
+        "../scripts/figure.py"
 
 
 rule figure_summary:
     input:
-        "results/summary.tsv",
+        summary="results/summary.tsv",
     output:
         png=report("results/figures/summary.png", caption="../report/summary_figure.rst", category="Summary"),
         pdf="results/figures/summary.pdf",
     log:
         "logs/figures/summary.log",
+    params:
+        renderer="summary",
     conda:
-        "../../envs/study.yaml"
+        "../../envs/figures.yaml"
     script:
-        "../scripts/figure_summary.py"
+        "../scripts/figure.py"
 
 
 rule figures:
@@ -98,17 +101,6 @@ localrules:
 # Options per figure (method whose embedding is drawn, genes, types, markers, select, clusters) come from
 # applications.<app>.figure_params.<figure> (docs/figures.md). Every rule runs the script
 # davae_study/plotting/rule_script.py → render_rule: params.renderer picks the figure, named inputs = its files.
-from davae_study.plotting.workflow import (  # noqa: E402
-    PAPER_GENE_ACTIVITY,
-    PAPER_MARKER_UMAPS,
-    PAPER_MARKERS,
-    PAPER_SPATIAL_TYPES,
-    figure_clusters,
-    figure_file,
-    figure_kwargs,
-)
-
-
 rule figure_umap_transfer:
     input:
         umap=lambda wc: figure_file(config, wc.app, "umap_transfer", "results/{app}/umap/{method}.tsv"),
@@ -136,7 +128,7 @@ rule figure_umap_transfer:
     conda:
         "../../envs/figures.yaml"
     script:
-        "../davae_study/plotting/rule_script.py"
+        "../scripts/figure.py"
 
 
 rule figure_gene_activity:
@@ -166,7 +158,7 @@ rule figure_gene_activity:
     conda:
         "../../envs/figures.yaml"
     script:
-        "../davae_study/plotting/rule_script.py"
+        "../scripts/figure.py"
 
 
 rule figure_coverage:
@@ -194,7 +186,7 @@ rule figure_coverage:
     conda:
         "../../envs/figures.yaml"
     script:
-        "../davae_study/plotting/rule_script.py"
+        "../scripts/figure.py"
 
 
 rule figure_umap_spatial:
@@ -225,7 +217,7 @@ rule figure_umap_spatial:
     conda:
         "../../envs/figures.yaml"
     script:
-        "../davae_study/plotting/rule_script.py"
+        "../scripts/figure.py"
 
 
 rule figure_spatial_clusters:
@@ -247,7 +239,7 @@ rule figure_spatial_clusters:
     conda:
         "../../envs/figures.yaml"
     script:
-        "../davae_study/plotting/rule_script.py"
+        "../scripts/figure.py"
 
 
 rule figure_spatial_probabilities:
@@ -270,7 +262,7 @@ rule figure_spatial_probabilities:
     conda:
         "../../envs/figures.yaml"
     script:
-        "../davae_study/plotting/rule_script.py"
+        "../scripts/figure.py"
 
 
 rule figure_umap_clusters:
@@ -294,7 +286,7 @@ rule figure_umap_clusters:
     conda:
         "../../envs/figures.yaml"
     script:
-        "../davae_study/plotting/rule_script.py"
+        "../scripts/figure.py"
 
 
 rule figure_marker_umaps:
@@ -317,7 +309,7 @@ rule figure_marker_umaps:
     conda:
         "../../envs/figures.yaml"
     script:
-        "../davae_study/plotting/rule_script.py"
+        "../scripts/figure.py"
 
 
 rule figure_marker_violins:
@@ -340,7 +332,7 @@ rule figure_marker_violins:
     conda:
         "../../envs/figures.yaml"
     script:
-        "../davae_study/plotting/rule_script.py"
+        "../scripts/figure.py"
 
 
 rule figure_marker_dotplot:
@@ -363,4 +355,4 @@ rule figure_marker_dotplot:
     conda:
         "../../envs/figures.yaml"
     script:
-        "../davae_study/plotting/rule_script.py"
+        "../scripts/figure.py"

@@ -4,59 +4,6 @@
 #   snakemake scaling --cores all [--profile profiles/slurm]
 # Library: workflow/davae_study/scaling.py; docs: docs/scaling.md.
 
-SCALING = config.get("scaling", {})
-
-
-def _scaling_check():
-    from davae_study.scaling import check_scaling_config
-
-    try:
-        check_scaling_config(SCALING, config.get("methods", {}), config.get("applications", {}))
-    except ValueError as err:
-        raise WorkflowError(str(err)) from None
-
-
-_scaling_check()
-
-SCALING_SIZES = [int(s) for s in SCALING.get("sizes", [])]
-SCALING_METHODS = list(SCALING.get("methods", []))
-SCALING_PER_1K = SCALING.get("resources_per_1k_cells", {})
-
-
-wildcard_constraints:
-    n_cells=r"\d+",
-
-
-def scaling_source(wildcards):
-    source = SCALING["source"]
-    return f"results/{source}/prepared.h5ad" if source in config.get("applications", {}) else source
-
-
-def scaling_resource(key, default):
-    """Method resources (methods.<name>.resources) raised to scaling.resources_per_1k_cells × cells/1000,
-    times the attempt for memory and time (profiles set retries)."""
-
-    def get(wildcards, attempt):
-        base = config["methods"][wildcards.method].get("resources", {}).get(key, default)
-        per_1k = SCALING_PER_1K.get(key)
-        if per_1k is not None:
-            base = max(base, int(per_1k * int(wildcards.n_cells) / 1000))
-        return base * attempt if key in ("mem_mb", "runtime") else base
-
-    return get
-
-
-def scaling_methods_env(wildcards):
-    """CPU or CUDA build of PyTorch for the methods (config conda_torch: cpu | cuda; --sdm conda only)."""
-    return "../../envs/methods-cuda.yaml" if config.get("conda_torch", "cpu") == "cuda" else "../../envs/methods.yaml"
-
-
-def scaling_outputs():
-    if not SCALING:
-        return []
-    return ["results/scaling/benchmark.tsv", "results/scaling/growth.tsv", "results/scaling/runtime.png"]
-
-
 rule scaling:
     input:
         scaling_outputs(),
@@ -103,7 +50,7 @@ rule scaling_integrate:
         runtime=scaling_resource("runtime", 120),
         gpu=scaling_resource("gpu", 0),
     conda:
-        scaling_methods_env
+        methods_env
     script:
         "../scripts/scaling_integrate.py"
 

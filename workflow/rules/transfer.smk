@@ -2,42 +2,6 @@
 # integrated/<method>.h5ad → transfer/<method>.tsv + transfer/<method>.metrics.tsv (tidy, CONTRACTS format)
 #                          → spatial/<method>.clusters.tsv (applications with transfer.spatial)
 # Config: the global `transfer:` block and applications.<app>.transfer (see docs/transfer.md).
-from davae_study.groundtruth import simulate_config, spatial_config, transfer_config  # noqa: E402
-
-
-def transfer_apps():
-    """Applications with a reference to transfer labels from."""
-    return [a for a in APPS if "reference" in (config["applications"][a].get("transfer") or {})]
-
-
-def spatial_apps():
-    """Applications whose joint embedding is clustered for spatial maps."""
-    return [a for a in APPS if (config["applications"][a].get("transfer") or {}).get("spatial")]
-
-
-def transfer_truth(wildcards):
-    """The application's ground-truth table (cell, cell_type, x, y, proportion:<type>…), if any."""
-    path = (config["applications"][wildcards.app].get("transfer") or {}).get("truth")
-    return [path] if path else []
-
-
-def transfer_outputs():
-    """Every transfer and spatial output of the configured applications (for rule all)."""
-    out = []
-    for app in transfer_apps():
-        out += expand("results/{app}/transfer/{method}.{ext}", app=app, method=app_methods(app), ext=["tsv", "metrics.tsv"])
-    for app in spatial_apps():
-        out += expand("results/{app}/spatial/{method}.clusters.tsv", app=app, method=app_methods(app))
-    return out
-
-
-def transfer_metrics(wildcards):
-    """Transfer metric tables of one application (empty when it has no reference), for aggregate_metrics."""
-    if wildcards.app not in transfer_apps():
-        return []
-    return expand("results/{app}/transfer/{method}.metrics.tsv", app=wildcards.app, method=app_methods(wildcards.app))
-
-
 rule simulate_spots:
     input:
         lambda wc: config["transfer"]["simulate_spots"][wc.name]["source"],
@@ -54,7 +18,7 @@ rule simulate_spots:
         mem_mb=4000,
         runtime=10,
     conda:
-        "../../envs/study.yaml"
+        "../../envs/evaluate.yaml"
     script:
         "../scripts/transfer_simulate_spots.py"
 
@@ -80,7 +44,7 @@ rule transfer:
         mem_mb=8000,
         runtime=60,
     conda:
-        "../../envs/study.yaml"
+        "../../envs/evaluate.yaml"
     script:
         "../scripts/transfer.py"
 
@@ -104,6 +68,6 @@ rule spatial_clusters:
         mem_mb=8000,
         runtime=60,
     conda:
-        "../../envs/study.yaml"
+        "../../envs/evaluate.yaml"
     script:
         "../scripts/transfer_spatial.py"
