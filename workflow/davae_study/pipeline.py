@@ -12,6 +12,9 @@ umap               workflow/scripts/umap.py        :func:`umap`
 evaluate           workflow/scripts/evaluate.py    :func:`evaluate`
 aggregate_metrics  workflow/scripts/aggregate.py   :func:`aggregate_metrics`
 summary            workflow/scripts/summary.py     :func:`summarise_applications`
+figure_*           workflow/scripts/figure.py      :func:`davae_study.plotting.render.render_rule`
+transfer, ...      workflow/scripts/transfer*.py   :mod:`davae_study.groundtruth` steps
+download_*         workflow/scripts/download.py    :func:`davae_study.data.download.fetch`
 =================  ==============================  ==========================
 """
 
@@ -213,37 +216,3 @@ __all__ = [
     "TIDY_COLUMNS", "aggregate_metrics", "evaluate", "integrate", "logged", "method_failed",
     "prepare_application", "summarise_applications", "umap", "sha256",
 ]
-
-
-# --- figures: from cached tables only, never from integration outputs -----------------------------------
-
-
-def figure_umap_grid(umap_paths: Mapping[str, str], obs_path: str, out_png: str, *, title: str | None = None) -> None:
-    """UMAP grid (rows: batch, cell type; one column per method) from ``umap/<method>.tsv`` and ``obs.tsv``."""
-    from .plotting import umap_grid
-
-    obs = read_tsv(obs_path).set_index("cell")
-    umap_grid({m: read_tsv(p) for m, p in umap_paths.items()}, obs, out_png, title=title)
-
-
-def figure_ari(metrics_path: str, out_png: str, *, title: str | None = None) -> None:
-    """ARI cell type vs 1 − ARI batch, one dot per method."""
-    from .plotting import ari_scatter
-
-    ari_scatter(read_tsv(metrics_path), out_png, title=title)
-
-
-def figure_kbet(metrics_path: str, repeat_paths: Sequence[str], out_png: str, *, title: str | None = None) -> None:
-    """kBET acceptance vs neighbourhood size, spread over repeats."""
-    from .plotting import kbet_curves
-
-    repeats = [read_tsv(p) for p in repeat_paths]
-    repeats = pd.concat(repeats, ignore_index=True) if repeats else None
-    kbet_curves(read_tsv(metrics_path), repeats, out_png, title=title)
-
-
-def figure_summary(summary_path: str, out_png: str) -> None:
-    """Methods × metrics heatmap across applications."""
-    from .plotting import summary_heatmap
-
-    summary_heatmap(read_tsv(summary_path), out_png)
