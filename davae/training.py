@@ -120,26 +120,31 @@ def train(
 @torch.no_grad()
 def encode(module: DAVAEModule, X: Any, codes: np.ndarray, *, batch_size: int = 4096,
            device: torch.device = torch.device("cpu")) -> np.ndarray:
-    """Latent means for all cells (evaluation mode), computed in chunks."""
+    """Latent means for all cells (evaluation mode), computed in chunks into one preallocated array."""
     module.to(device).eval()
     eye = torch.eye(module.n_batches)
-    out = []
+    out = np.empty((X.shape[0], module.z_mean.out_features), dtype=np.float32)
     for i in range(0, X.shape[0], batch_size):
         idx = np.arange(i, min(i + batch_size, X.shape[0]))
         x = torch.from_numpy(dense_rows(X, idx)).to(device)
         mu, _ = module.encode(x, eye[codes[idx]].to(device))
-        out.append(mu.cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
+        out[idx[0] : idx[-1] + 1] = mu.cpu().numpy()
+    return out
 
 
 @torch.no_grad()
 def decode(module: DAVAEModule, Z: np.ndarray, codes: np.ndarray, *, batch_size: int = 4096,
-           device: torch.device = torch.device("cpu")) -> np.ndarray:
-    """Decoder output for latent ``Z`` under batch ``codes`` (evaluation mode), computed in chunks."""
+           device: torch.device = torch.device("cpu"), out: Any = None) -> np.ndarray:
+    """Decoder output for latent ``Z`` under batch ``codes`` (evaluation mode), computed in chunks.
+
+    Chunks are written straight into ``out`` (a preallocated float32 array, or e.g. a chunked h5py dataset for
+    atlas-size data), so the peak is the result itself, not the result plus a list of chunks and its copy.
+    """
     module.to(device).eval()
     eye = torch.eye(module.n_batches)
-    out = []
+    if out is None:
+        out = np.empty((Z.shape[0], module.n_genes), dtype=np.float32)
     for i in range(0, Z.shape[0], batch_size):
         z = torch.from_numpy(np.ascontiguousarray(Z[i : i + batch_size], dtype=np.float32)).to(device)
-        out.append(module.decode(z, eye[codes[i : i + batch_size]].to(device)).cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
+        out[i : i + batch_size] = module.decode(z, eye[codes[i : i + batch_size]].to(device)).cpu().numpy()
+    return out

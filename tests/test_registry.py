@@ -18,13 +18,15 @@ def _register(name, run):
 
 
 def test_pca_contract(ifnb_prepared):
-    out = run_method("pca", ifnb_prepared, params={"n_comps": 20}, seed=0, device="cpu")
+    before = ifnb_prepared.X.copy()
+    out = run_method("pca", ifnb_prepared, params={"n_comps": 20, "scale": True}, seed=0, device="cpu")
+    assert (ifnb_prepared.X != before).nnz == 0  # methods get X shared, and must not modify it
     assert out.uns["method"]["status"] == "ok"
     assert out.obsm["X_emb"].shape == (ifnb_prepared.n_obs, 20)
     assert list(out.obs_names) == list(ifnb_prepared.obs_names)
     assert out.obs["batch"].equals(ifnb_prepared.obs["batch"])
     assert out.uns["method"]["wall_s"] > 0 and out.uns["method"]["peak_rss_mb"] > 0
-    again = run_method("pca", ifnb_prepared, params={"n_comps": 20}, seed=0, device="cpu")
+    again = run_method("pca", ifnb_prepared, params={"n_comps": 20, "scale": True}, seed=0, device="cpu")
     np.testing.assert_allclose(np.abs(out.obsm["X_emb"]), np.abs(again.obsm["X_emb"]), rtol=1e-4, atol=1e-4)
 
 

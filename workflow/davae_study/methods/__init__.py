@@ -4,7 +4,8 @@ Method contract (one module per method, named in the config's ``methods:`` table
 
     def run(adata: AnnData, *, seed: int = 0, device: str = "auto", **params) -> AnnData
 
-``adata`` is a prepared AnnData (docs/CONTRACTS.md); the result has the same cells in the same order and
+``adata`` is a prepared AnnData (docs/CONTRACTS.md) whose expression matrices are shared with the caller:
+a method copies before it modifies ``X`` or a layer. The result has the same cells in the same order and
 ``obsm['X_emb']``, plus ``layers['corrected']`` where the method returns corrected expression.
 :func:`run_method` imports the module, times the call, checks the result against the contract and returns
 the ``integrated/<method>.h5ad`` object. A method that raises becomes a *failed* record (no embedding,
@@ -76,6 +77,13 @@ def _skeleton(prepared: ad.AnnData) -> ad.AnnData:
     return ad.AnnData(obs=prepared.obs.copy(), var=prepared.var.copy())
 
 
+def _shallow(prepared: ad.AnnData) -> ad.AnnData:
+    """What a method receives: its own obs/var/uns, but the expression matrices shared, not copied (an
+    atlas-size copy of X and the counts would double the job's memory). Methods must not modify X in place."""
+    return ad.AnnData(X=prepared.X, obs=prepared.obs.copy(), var=prepared.var.copy(), layers=dict(prepared.layers),
+                      obsm=dict(prepared.obsm), uns=dict(prepared.uns))
+
+
 def failed_result(prepared: ad.AnnData, info: dict[str, Any]) -> ad.AnnData:
     out = _skeleton(prepared)
     out.uns["method"] = info
@@ -83,6 +91,17 @@ def failed_result(prepared: ad.AnnData, info: dict[str, Any]) -> ad.AnnData:
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM; ru_maxrss where /proc is absent, e.g. macOS).
+
+    ru_maxrss is avoided on Linux: a child started by fork inherits its parent's peak there.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
 
@@ -136,7 +155,7 @@ def run_method(
     start = time.perf_counter()
     try:
         mod = import_method(module)
-        result = mod.run(prepared.copy(), seed=seed, device=device, **params)
+        result = mod.run(_shallow(prepared), seed=seed, device=device, **params)
         check_result(prepared, result, name)
     except Exception as err:  # noqa: BLE001 - a failed method is data, see on_error
         if on_error == "raise":

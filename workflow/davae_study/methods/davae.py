@@ -2,7 +2,9 @@
 
 Params are the ``davae.integrate`` overrides (see docs/davae.md), e.g. ``preset`` (``default`` — the study's
 corrected model — or ``scbean``, the released behaviour), ``epochs``, ``domain_lambda``, ``batch_size``,
-``hidden_layers``; ``progress`` (default False: no tqdm bar in rule logs). The prepared data are already log-normalised, so DAVAE's own preprocessing is skipped.
+``hidden_layers``; ``progress`` (default False: no tqdm bar in rule logs); ``corrected`` (default True:
+return the recovered expression as ``layers['corrected']``; set False at atlas size, where it is a dense
+cells × genes matrix). The prepared data are already log-normalised, so DAVAE's own preprocessing is skipped.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ import anndata as ad
 
 
 def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", preset: str = "default", progress: bool = False,
-        **overrides) -> ad.AnnData:
+        corrected: bool = True, **overrides) -> ad.AnnData:
     import davae
 
+    # the registry hands over its own copy: no second copy of X (copy=False)
     res = davae.integrate(adata, batch_key="batch", preset=preset, preprocess=False, seed=seed, device=device,
-                          progress=progress, **overrides)
+                          progress=progress, copy=False, recover=corrected, **overrides)
     out = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy())
     out.obsm["X_emb"] = res.obsm["X_davae"]
-    out.layers["corrected"] = res.layers["davae_recovered"]
+    if corrected:
+        out.layers["corrected"] = res.layers["davae_recovered"]
     if "davae" in res.uns:
         out.uns["davae"] = res.uns["davae"]
     return out

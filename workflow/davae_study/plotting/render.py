@@ -1,6 +1,6 @@
 """Path-level entry points: read the cached results files of one figure and draw it.
 
-Snakemake's figure rules for Figs 4–6 call these (through one thin script, ``plotting/rule_script.py``:
+Snakemake's figure rules for Figs 4–6 call these (through one thin script, ``workflow/scripts/figure.py``:
 ``render_rule(snakemake)``), so every rule is a few lines of inputs/params and no rule reads an integration
 output: they take ``umap/*.tsv``, ``metrics*.tsv``, ``transfer/*.tsv``, ``spatial/*.clusters.tsv``,
 ``obs.tsv`` / ``prepared.h5ad`` (expression for gene heatmaps, streamed gene by gene) and benchmark files.
@@ -268,7 +268,7 @@ RENDERERS: dict[str, Callable] = {
 
 
 def render_rule(smk) -> None:
-    """Entry point of the figure rules' script (``plotting/rule_script.py``): draw ``params.renderer``
+    """Entry point of the figure rules' script (``workflow/scripts/figure.py``): draw ``params.renderer``
     from the rule's named inputs.
 
     The rule names its inputs as the renderer's path arguments (``umap=…``, ``obs=…``, ``transfer=…``;
