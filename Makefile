@@ -10,7 +10,7 @@ CORES ?= all
 # extra index (e.g. PyTorch's CPU-only or a CUDA wheel index). The lock file pins the same version.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

@@ -61,6 +61,24 @@ def test_ari_batch_driven_embedding_scores_low():
     assert rows[("ari_celltype", "all")]["value"] < 0.2
 
 
+def test_ari_batch_without_a_type_in_every_batch_uses_per_type_fallback():
+    """The 293T / Jurkat / mixture design: type 0 in batches 0 and 2, type 1 in batches 1 and 2."""
+    rng = np.random.default_rng(2)
+    sizes = [60, 60]
+    b = np.concatenate([rng.choice([0, 2], 60), rng.choice([1, 2], 60)])
+    x_mixed, ct, _ = _blobs(rng, sizes, [(0, 0), (20, 0)], b)
+    rows = _rows(ari_tran(x_mixed, b, ct, n_iter=5, kmeans_n_init=5, seed=0)[0])
+    # integrated: within each type the batches share one cluster, so 1 - ARI batch is 1 (pooling would not be)
+    assert rows[("one_minus_ari_batch", "all")]["value"] == pytest.approx(1.0)
+    assert "types in >= 2 batches" in rows[("one_minus_ari_batch", "all")]["note"]
+    assert rows[("one_minus_ari_batch", "all")]["n"] == 48 + 48
+    # unintegrated: the mixture batch lies far from the pure batches, so k-means (k=2) splits by batch and,
+    # within each type, the clusters are the batches: 1 - ARI batch is 0
+    x_split = x_mixed + 60 * (b == 2)[:, None] * np.array([0, 1])
+    rows = _rows(ari_tran(x_split, b, ct, n_iter=5, kmeans_n_init=5, seed=0)[0])
+    assert rows[("one_minus_ari_batch", "all")]["value"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_ari_without_labels_is_nan_with_reason():
     tidy, reps = ari_tran(np.zeros((5, 2)), np.zeros(5), np.array([None] * 5))
     assert all(np.isnan(r["value"]) and "no cell-type labels" in r["note"] for r in tidy) and reps == []
