@@ -263,7 +263,7 @@ _CONDA_TO_PIP = {"pytorch": "torch", "python-igraph": "igraph", "matplotlib-base
 _NOT_IN_LOCK = {"python", "pip", "cuda-version"}
 
 
-@pytest.mark.parametrize("name", ["prepare", "methods", "methods-cuda", "evaluate", "figures", "study"])
+@pytest.mark.parametrize("name", ["prepare", "methods", "methods-cuda", "evaluate", "figures"])
 def test_conda_envs_pin_the_locked_versions(name):
     lock = dict(line.split("==", 1) for line in (REPO / "envs/requirements.lock").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))

@@ -126,11 +126,12 @@ def test_bad_config_fails_with_one_clear_line(tmp_path):
 
 def test_demo_config_replaces_the_paper_config():
     """`--configfile config/demo.yaml` must not inherit (and download) the paper's applications."""
-    demo = subprocess.run([sys.executable, "-m", "snakemake", "-n", "all", "--cores", "1", "--configfile",
+    # --forceall: count every job of the DAG, whatever results a local demo run left in the checkout
+    demo = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-F", "all", "--cores", "1", "--configfile",
                            "config/demo.yaml"], cwd=REPO, capture_output=True, text=True)
     jobs = jobs_of(demo.stdout + demo.stderr)
-    assert jobs.get("prepare") == 2 and not any(r.startswith("download") for r in jobs), jobs
-    paper = subprocess.run([sys.executable, "-m", "snakemake", "-n", "all", "--cores", "1"], cwd=REPO,
+    assert jobs.get("prepare") == 4 and not any(r.startswith("download") for r in jobs), jobs
+    paper = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-F", "all", "--cores", "1"], cwd=REPO,
                            capture_output=True, text=True)
     jobs = jobs_of(paper.stdout + paper.stderr)
     assert jobs.get("prepare") == 5 and any(r.startswith("download") for r in jobs), jobs
