@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+
 import subprocess
 import sys
 import tempfile
@@ -38,19 +38,6 @@ PARAMS = {
 }
 
 
-def _rss_mb() -> float:
-    """Peak resident memory of this process (MB). VmHWM (Linux) starts afresh at exec; ``ru_maxrss`` can
-    carry the parent's high-water mark into a child, so it is only the fallback."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def child_method(path: str, method: str, threads: int) -> dict:
     """Run one method on one input in this (fresh) process; return timings and peak RSS."""
     import anndata as ad
@@ -58,16 +45,16 @@ def child_method(path: str, method: str, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from davae_study.methods import run_method
+    from davae_study.methods import peak_rss_mb, run_method
 
-    base = _rss_mb()
+    base = peak_rss_mb()
     adata = ad.read_h5ad(path)
-    loaded = _rss_mb()
+    loaded = peak_rss_mb()
     t = time.perf_counter()
     res = run_method(method, adata, params=PARAMS.get(method, {}), seed=0, device="auto", on_error="raise")
     wall = time.perf_counter() - t
     nbytes = adata.X.data.nbytes + adata.X.indices.nbytes + adata.X.indptr.nbytes if sp.issparse(adata.X) else adata.X.nbytes
-    return {"method": method, "n_cells": adata.n_obs, "wall_s": wall, "peak_rss_mb": _rss_mb(),
+    return {"method": method, "n_cells": adata.n_obs, "wall_s": wall, "peak_rss_mb": peak_rss_mb(),
             "rss_after_imports_mb": base, "rss_after_read_mb": loaded, "input_X_mb": nbytes / 2**20,
             "device": res.uns["method"]["device"]}
 
@@ -76,9 +63,10 @@ def child_prepare(path: str) -> dict:
     """``prepare`` on a raw (all genes) resampled input; peak RSS against the sparse input's bytes."""
     import anndata as ad
 
+    from davae_study.methods import peak_rss_mb
     from davae_study.prepare import prepare
 
-    base = _rss_mb()
+    base = peak_rss_mb()
     raw = ad.read_h5ad(path)
     X = raw.X
     nbytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
@@ -86,7 +74,7 @@ def child_prepare(path: str) -> dict:
     out = prepare(raw, n_top_genes=2000)
     return {"step": "prepare", "n_cells": raw.n_obs, "n_genes": raw.n_vars, "nnz": int(X.nnz),
             "wall_s": time.perf_counter() - t, "input_X_mb": nbytes / 2**20, "rss_after_imports_mb": base,
-            "peak_rss_mb": _rss_mb(), "out_shape": list(out.shape)}
+            "peak_rss_mb": peak_rss_mb(), "out_shape": list(out.shape)}
 
 
 def _spawn(args: list[str], threads: int) -> dict:

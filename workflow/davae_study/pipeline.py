@@ -14,7 +14,7 @@ aggregate_metrics  workflow/scripts/aggregate.py   :func:`aggregate_metrics`
 summary            workflow/scripts/summary.py     :func:`summarise_applications`
 figure_*           workflow/scripts/figure.py      :func:`davae_study.plotting.render.render_rule`
 transfer, ...      workflow/scripts/transfer*.py   :mod:`davae_study.groundtruth` steps
-download_*         workflow/scripts/download.py    :func:`davae_study.data.download.fetch`
+download_*         workflow/scripts/download.py    :func:`davae_study.data.download.fetch_entry`
 =================  ==============================  ==========================
 """
 
@@ -127,33 +127,16 @@ def integrate(prepared_path: str, out_h5ad: str, *, method: str, module: str | N
     ``threads`` caps torch's and the BLAS libraries' thread pools at the job's share of the machine: more
     threads than cores make torch's spin-waiting workers an order of magnitude slower on a busy machine.
     """
-    from .methods import run_method
+    from .methods import run_method, thread_limit
 
     prepared = ad.read_h5ad(prepared_path)
-    with _thread_limit(threads):
+    with thread_limit(threads):
         result = run_method(method, prepared, module=module, params=params, seed=seed, device=device,
                             on_error=on_error)
     info = result.uns["method"]
     log.info("method %s: %s in %.1f s %s", method, info["status"], info["wall_s"], info.get("error", ""))
     write_h5ad(result, out_h5ad)
     return result
-
-
-@contextlib.contextmanager
-def _thread_limit(threads: int | None) -> Iterator[None]:
-    if not threads:
-        yield
-        return
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        with threadpool_limits(limits=int(threads)):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def method_failed(adata: ad.AnnData) -> str | None:

@@ -17,13 +17,10 @@ Everything works on CSR rows and ``.data`` arrays; nothing is densified.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import resource
-import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import anndata as ad
@@ -191,30 +188,6 @@ def make_size(adata: ad.AnnData, n_cells: int, *, mode: str = "downsample", seed
     return out
 
 
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
-
-
-@contextlib.contextmanager
-def _thread_limit(threads: int | None) -> Iterator[None]:
-    """Cap torch and BLAS/OpenMP threads at the job's ``threads`` (oversubscribed torch threads are an
-    order of magnitude slower on a busy machine, which would distort the benchmark)."""
-    if not threads:
-        yield
-        return
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        with threadpool_limits(limits=int(threads)):
-            yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run_scaling_method(prepared_path: str | os.PathLike, out_h5ad: str | os.PathLike, *, method: str,
                        module: str | None, params: Mapping[str, Any] | None = None, seed: int = 0,
                        device: str = "auto", keep_corrected: bool = False,
@@ -227,12 +200,12 @@ def run_scaling_method(prepared_path: str | os.PathLike, out_h5ad: str | os.Path
     enter the ``benchmark:`` record. ``threads`` caps torch and BLAS threads during the method call.
     """
     from .io import write_h5ad
-    from .methods import run_method
+    from .methods import run_method, thread_limit
 
     start = time.perf_counter()
     prepared = ad.read_h5ad(prepared_path)
     read_s = time.perf_counter() - start
-    with _thread_limit(threads):
+    with thread_limit(threads):
         result = run_method(method, prepared, module=module, params=params, seed=seed, device=device,
                             on_error="raise")
     if not keep_corrected and "corrected" in result.layers:
