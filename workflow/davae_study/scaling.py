@@ -237,24 +237,31 @@ def benchmark_table(records: Iterable[tuple[str, int, str | os.PathLike]],
     -------
     DataFrame ``method, n_cells, repeat, s, max_rss, …`` (Snakemake's columns, memory in MB).
     """
+    from .plotting.runtime import read_benchmarks
+
     records = list(records)
+    if not records:
+        raise ValueError("no benchmark files given; check scaling.sizes and scaling.methods")
+    infos = list(method_infos) if method_infos is not None else [None] * len(records)
     frames = []
-    for k, (method, n_cells, path) in enumerate(records):
-        df = pd.read_csv(path, sep="\t", na_values=["-", "NA", ""])
-        if "s" not in df.columns:
-            raise ValueError(f"{path} is not a Snakemake benchmark file (no column 's'); pass the benchmark: "
-                             "output of rule scaling_integrate")
-        df.insert(0, "repeat", range(len(df)))
-        df.insert(0, "n_cells", int(n_cells))
-        df.insert(0, "method", str(method))
-        if method_infos is not None:
-            info = method_infos[k]
+    for record, info in zip(records, infos):
+        df = read_benchmarks([record])
+        if info is not None:
             for key in ("wall_s", "peak_rss_mb", "device", "status"):
                 df[f"method_{key}"] = info.get(key, np.nan)
         frames.append(df)
-    if not frames:
-        raise ValueError("no benchmark files given; check scaling.sizes and scaling.methods")
     return pd.concat(frames, ignore_index=True)
+
+
+def loglog_fit(n_cells, values) -> tuple[float, float]:
+    """``(b, a)`` of ``value = a · cells^b`` by least squares on log–log over the finite positive points
+    (NaN, NaN with fewer than two distinct sizes)."""
+    n, v = np.asarray(n_cells, float), np.asarray(values, float)
+    ok = np.isfinite(n) & np.isfinite(v) & (n > 0) & (v > 0)
+    if np.unique(n[ok]).size < 2:
+        return float("nan"), float("nan")
+    slope, icpt = np.polyfit(np.log(n[ok]), np.log(v[ok]), 1)
+    return float(slope), float(np.exp(icpt))
 
 
 def growth_table(bench: pd.DataFrame, quantities: Sequence[str] = ("s", "max_rss")) -> pd.DataFrame:
@@ -279,8 +286,8 @@ def growth_table(bench: pd.DataFrame, quantities: Sequence[str] = ("s", "max_rss
                 row.update(min_cells=int(means.index.min()), max_cells=int(means.index.max()),
                            value_at_max=float(means.iloc[-1]))
             if len(means) >= 2:
-                slope, icpt = np.polyfit(np.log(means.index.to_numpy(float)), np.log(means.to_numpy(float)), 1)
-                row.update(exponent=float(slope), prefactor=float(np.exp(icpt)))
+                slope, prefactor = loglog_fit(means.index.to_numpy(float), means.to_numpy(float))
+                row.update(exponent=slope, prefactor=prefactor)
             rows.append(row)
     return pd.DataFrame(rows, columns=["method", "quantity", "exponent", "prefactor", "n_sizes", "min_cells",
                                        "max_cells", "value_at_max"])

@@ -47,11 +47,9 @@ def read_benchmarks(records: Iterable[tuple[str, int, str | os.PathLike]]) -> pd
 
 def growth_exponent(n_cells: np.ndarray, values: np.ndarray) -> float:
     """Slope of log(value) against log(n_cells) by least squares (NaN with fewer than two sizes)."""
-    n, v = np.asarray(n_cells, float), np.asarray(values, float)
-    ok = np.isfinite(n) & np.isfinite(v) & (n > 0) & (v > 0)
-    if np.unique(n[ok]).size < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(n[ok]), np.log(v[ok]), 1)[0])
+    from ..scaling import loglog_fit
+
+    return loglog_fit(n_cells, values)[0]
 
 
 def _cells_label(n: float) -> str:
