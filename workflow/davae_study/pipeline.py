@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 
 from .io import read_tsv, write_h5ad, write_tsv
