@@ -1,12 +1,15 @@
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scanpy as sc
 import scipy.sparse as sp
 
+import davae_study.prepare as prepare_module
 from davae_study.data import read_application
 from davae_study.prepare import prepare
 
-from conftest import CELLBENCH
+from conftest import CELLBENCH, shared_file
 
 
 def test_prepared_contract(ifnb_raw):
@@ -30,9 +33,128 @@ def test_prepared_contract(ifnb_raw):
 
 
 def test_raw_input_not_modified(ifnb_raw):
-    before = ifnb_raw.X.copy()
-    prepare(ifnb_raw, n_top_genes=200)
-    assert (ifnb_raw.X != before).nnz == 0
+    raw = ifnb_raw.copy()
+    raw.uns["note"] = {"kept": [1, 2]}
+    X, obs, var = raw.X, raw.obs.copy(), raw.var.copy()
+    data, indices, indptr = X.data.copy(), X.indices.copy(), X.indptr.copy()
+    p = prepare(raw, n_top_genes=200, min_genes=300)  # drops cells and genes
+    assert raw.X is X and raw.shape == (ifnb_raw.n_obs, ifnb_raw.n_vars)
+    assert np.array_equal(X.data, data) and np.array_equal(X.indices, indices) and np.array_equal(X.indptr, indptr)
+    pd.testing.assert_frame_equal(raw.obs, obs)
+    pd.testing.assert_frame_equal(raw.var, var)
+    assert set(raw.uns) == {"counts_kind", "note"} and raw.uns["note"] == {"kept": [1, 2]}
+    # the CSR float32 input is read in place, so the result must own its arrays
+    for out in (p.X, p.layers["counts"]):
+        for a in (out.data, out.indices, out.indptr):
+            assert not any(np.shares_memory(a, b) for b in (X.data, X.indices, X.indptr))
+    p.uns["note"]["kept"].append(3)
+    assert raw.uns["note"] == {"kept": [1, 2]}
+
+
+def _scanpy_reference(adata, *, n_top_genes=2000, target_sum=1e4, normalize_per_batch=False, min_cells=3, min_genes=1):
+    """What prepare() computed before it read X in blocks: scanpy's filters, normalisation, log1p and
+    highly_variable_genes(flavor='seurat', batch_key='batch') on a full copy."""
+    adata = adata.copy()
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    sc.pp.filter_cells(adata, min_genes=min_genes)
+    sc.pp.filter_genes(adata, min_cells=min_cells)
+    adata.layers["counts"] = adata.X.copy()
+    if target_sum is not None or normalize_per_batch:
+        depth = np.asarray(adata.X.sum(axis=1)).ravel().astype(np.float64)
+        if target_sum is not None:
+            target = np.full_like(depth, float(target_sum))
+        else:
+            target = pd.Series(depth).groupby(adata.obs["batch"].to_numpy()).transform("median").to_numpy()
+        scale = np.divide(target, depth, out=np.zeros_like(depth), where=depth > 0).astype(np.float32)
+        adata.X = sp.csr_matrix(sp.diags(scale) @ adata.X, dtype=np.float32)
+    sc.pp.log1p(adata)
+    if n_top_genes < adata.n_vars:
+        sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes, flavor="seurat", batch_key="batch")
+        adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
+    else:
+        adata.var["highly_variable"] = True
+        adata.var["highly_variable_nbatches"] = adata.obs["batch"].nunique()
+    for key in ("batch", "cell_type"):
+        if key in adata.obs:
+            adata.obs[key] = adata.obs[key].astype("category").cat.remove_unused_categories()
+    return adata
+
+
+def _assert_same_prepared(got, ref):
+    assert got.shape == ref.shape
+    pd.testing.assert_frame_equal(got.obs, ref.obs, check_exact=True)
+    pd.testing.assert_frame_equal(got.var, ref.var, check_exact=True)  # genes, n_cells, means, dispersions, ...
+    assert list(got.layers) == list(ref.layers) == ["counts"]
+    for mine, theirs in ((got.X, ref.X), (got.layers["counts"], ref.layers["counts"])):
+        assert sp.isspmatrix_csr(mine) and mine.dtype == theirs.dtype == np.float32
+        # same stored entries and values, bit for bit (the sparse product left ref.X's rows in reverse order)
+        mine, theirs = mine.copy(), theirs.copy()
+        mine.sort_indices()
+        theirs.sort_indices()
+        for part in ("indptr", "indices", "data"):
+            np.testing.assert_array_equal(getattr(mine, part), getattr(theirs, part), err_msg=part)
+
+
+PREPARE_CASES = [
+    ("ifnb", dict(n_top_genes=2000)),
+    ("ifnb", dict(n_top_genes=500, min_genes=300, min_cells=10)),  # drops cells and genes
+    ("ifnb", dict(n_top_genes=300, target_sum=None, normalize_per_batch=True)),
+    ("ifnb", dict(n_top_genes=1000, target_sum=None)),  # TPM-like: log1p of the input only
+    ("cellbench", dict(n_top_genes=300, target_sum=1e6)),  # 3 batches
+    ("cellbench", dict(n_top_genes=5000)),  # fewer genes than asked: all kept
+]
+
+
+@pytest.mark.parametrize("block_nnz", [None, 997])
+@pytest.mark.parametrize("name, params", PREPARE_CASES)
+def test_same_result_as_scanpy(ifnb_raw, cellbench_raw, name, params, block_nnz, monkeypatch):
+    """Block by block (also with blocks of a few rows) prepare() gives what scanpy gives on a full copy."""
+    if block_nnz is not None:
+        monkeypatch.setattr(prepare_module, "_BLOCK_NNZ", block_nnz)
+    raw = {"ifnb": ifnb_raw, "cellbench": cellbench_raw}[name]
+    got = prepare(raw, **params)
+    ref = _scanpy_reference(raw, **params)
+    _assert_same_prepared(got, ref)
+    assert got.uns["prepare"]["output_shape"] == list(ref.shape)
+
+
+@pytest.mark.parametrize(
+    "file, params",
+    [
+        ("cellbench_3cl_celseq2_dropseq.h5ad", {}),  # 15k genes, unsorted column indices
+        ("harmony_pbmc_stim.h5ad", {"label_key": None}),  # 2,000 cells, 9k genes, no labels
+    ],
+)
+def test_same_genes_as_scanpy_on_shared_data(file, params):
+    raw = read_application({"reader": "h5ad", "params": params}, {"counts": str(shared_file(file))})
+    got = prepare(raw, n_top_genes=2000)
+    _assert_same_prepared(got, _scanpy_reference(raw, n_top_genes=2000))
+
+
+def test_annotations_follow_scanpy(ifnb_raw):
+    """obs/var columns, string columns, unused categories, uns, obsm and layers go through as before."""
+    raw = ifnb_raw.copy()
+    raw.obs["donor"] = np.where(np.arange(raw.n_obs) % 2, "d1", "d2")  # string column: categorical, as scanpy does
+    raw.obs["cell_type"] = raw.obs["cell_type"].cat.add_categories(["unused"])
+    raw.var["chrom"] = np.where(np.arange(raw.n_vars) % 3, "chr1", "chr2")
+    raw.obsm["X_extra"] = np.arange(raw.n_obs * 2, dtype=float).reshape(-1, 2)
+    raw.uns["batch_colors"] = ["#000000", "#ffffff"]
+    got = prepare(raw, n_top_genes=400, min_genes=200)
+    ref = _scanpy_reference(raw, n_top_genes=400, min_genes=200)
+    pd.testing.assert_frame_equal(got.obs, ref.obs)
+    pd.testing.assert_frame_equal(got.var, ref.var)
+    assert isinstance(got.obs["donor"].dtype, pd.CategoricalDtype) and "unused" not in got.obs["cell_type"].cat.categories
+    np.testing.assert_array_equal(got.obsm["X_extra"], ref.obsm["X_extra"])
+    assert list(got.uns["batch_colors"]) == list(ref.uns["batch_colors"])
+    assert set(got.uns) == {"batch_colors", "prepare"}
+
+
+def test_converted_input_types(ifnb_raw):
+    """CSC / float64 / csr_array input is converted (a copy) and gives the same result as CSR float32."""
+    want = prepare(ifnb_raw, n_top_genes=300)
+    for X in (sp.csc_matrix(ifnb_raw.X), ifnb_raw.X.astype(np.float64), sp.csr_array(ifnb_raw.X)):
+        raw = ad.AnnData(X=X, obs=ifnb_raw.obs, var=ifnb_raw.var, uns=dict(ifnb_raw.uns))
+        _assert_same_prepared(prepare(raw, n_top_genes=300), want)
 
 
 def test_keeps_all_genes_when_fewer_than_requested(cellbench_raw):
