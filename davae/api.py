@@ -21,6 +21,7 @@ def integrate(
     preprocess: bool = True,
     seed: int = 0,
     device: str = "auto",
+    precision: str = "auto",
     copy: bool = True,
     progress: bool = True,
     recover: bool = True,
@@ -45,6 +46,9 @@ def integrate(
         Seed for weights, minibatch order, dropout and sampling.
     device
         ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``.
+    precision
+        ``"auto"`` (bf16 autocast of the linear layers on a CUDA device that supports it; float32 on CPU),
+        ``"fp32"`` or ``"bf16"``. The loss, batch statistics and optimiser always run in float32.
     copy
         Return a new AnnData (default). With ``copy=False`` and ``preprocess=False`` the results are written
         into ``adata`` and it is returned.
@@ -61,15 +65,16 @@ def integrate(
     -------
     AnnData with the input's cells and obs (same order) and
     ``obsm['X_davae']`` (latent mean), ``layers['davae_recovered']`` (decoder(z mean, own batch), same
-    shape as ``X``; only with ``recover=True``) and ``uns['davae']`` (``preset``, ``params``, ``seed``, ``device``, ``history``).
+    shape as ``X``; only with ``recover=True``) and ``uns['davae']`` (``preset``, ``params``, ``seed``, ``device``, ``precision``, ``history``).
     """
     out, _ = integrate_with_model(adata, batch_key=batch_key, preset=preset, preprocess=preprocess, seed=seed,
-                                  device=device, copy=copy, progress=progress, recover=recover, **overrides)
+                                  device=device, precision=precision, copy=copy, progress=progress, recover=recover, **overrides)
     return out
 
 
 def integrate_with_model(adata: AnnData, batch_key: str = "batch", preset: str = "default",
-                         preprocess: bool = True, seed: int = 0, device: str = "auto", copy: bool = True,
+                         preprocess: bool = True, seed: int = 0, device: str = "auto", precision: str = "auto",
+                         copy: bool = True,
                          progress: bool = True, recover: bool = True, **overrides: Any) -> tuple[AnnData, DAVAE]:
     """As :func:`integrate`, also returning the trained :class:`DAVAE` (e.g. to ``save`` it)."""
     if not isinstance(adata, AnnData):
@@ -85,7 +90,7 @@ def integrate_with_model(adata: AnnData, batch_key: str = "batch", preset: str =
             out.X = sp.csr_matrix(out.X)
     model = DAVAE(out, batch_key=batch_key, preset=params)
     model.preset = preset
-    model.fit(seed=seed, device=device, progress=progress)
+    model.fit(seed=seed, device=device, progress=progress, precision=precision)
     out.obsm["X_davae"] = model.transform()
     if recover:
         out.layers["davae_recovered"] = model.recover()
@@ -94,6 +99,7 @@ def integrate_with_model(adata: AnnData, batch_key: str = "batch", preset: str =
         "params": {k: (v if v is not None else "None") for k, v in params.to_dict().items()},
         "seed": int(seed),
         "device": str(model.device),
+        "precision": precision,
         "batch_key": batch_key,
         "batch_categories": list(model.batch_categories),
         "history": {k: np.asarray(v, dtype=np.float64) for k, v in model.history.items()},

@@ -24,6 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--no-preprocess", action="store_true", help="X is already log-normalised; use it as given")
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    i.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 autocast on a CUDA device that supports it, float32 on CPU")
+    i.add_argument("--early-stopping", action="store_true", default=None,
+                   help="hold out 10%% of the cells and stop when their loss stops improving")
     i.add_argument("--epochs", type=int)
     i.add_argument("--batch-size", type=int)
     i.add_argument("--domain-lambda", type=float)
@@ -47,10 +51,11 @@ def _integrate(args: argparse.Namespace) -> None:
         raise ValueError(f"input file {src} does not exist")
     adata = ad.read_h5ad(src)
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "domain_lambda", "latent_dim",
-                                                "hidden_layers", "min_steps", "lr", "n_top_genes")
+                                                "hidden_layers", "min_steps", "lr", "n_top_genes",
+                                                "early_stopping")
                  if getattr(args, k) is not None}
     out, model = integrate_with_model(adata, batch_key=args.batch_key, preset=args.preset, preprocess=not args.no_preprocess,
-                    seed=args.seed, device=args.device, progress=not args.no_progress, **overrides)
+                    seed=args.seed, device=args.device, precision=args.precision, progress=not args.no_progress, **overrides)
     dst = Path(args.output)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp.h5ad", dir=dst.parent)

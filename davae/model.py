@@ -91,10 +91,13 @@ class DAVAE:
         return adata.X, codes
 
     # -- public API ----------------------------------------------------------------------------------
-    def fit(self, seed: int = 0, device: str | torch.device = "auto", progress: bool = True) -> "DAVAE":
+    def fit(self, seed: int = 0, device: str | torch.device = "auto", progress: bool = True,
+            precision: str = "auto") -> "DAVAE":
         """Train the network from a fresh initialisation. Seeds torch's global RNG with ``seed``.
 
-        On CPU the same seed gives the same embedding (same torch build and thread count).
+        On CPU the same seed gives the same embedding (same torch build and thread count). ``precision``:
+        ``"auto"`` (bf16 autocast on a CUDA device that supports it, float32 otherwise), ``"fp32"`` or
+        ``"bf16"`` (see :func:`davae.training.resolve_precision`).
         """
         if self.adata is None:
             raise ValueError("this model was loaded without data; construct DAVAE(adata, ...) to train")
@@ -106,8 +109,9 @@ class DAVAE:
             X = sp.csr_matrix(X)
         self.history = training.train(
             self.module, X, self._codes, self.reconstruction_weights(self._codes), self.params,
-            seed=seed, device=self.device, progress=progress,
+            seed=seed, device=self.device, precision=precision, progress=progress,
         )
+        self.precision = precision
         self.seed = seed
         self.is_trained = True
         return self

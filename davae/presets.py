@@ -61,6 +61,14 @@ class DAVAEParams:
         Passes over the data.
     min_steps
         Floor on optimiser steps: epochs are raised to ``ceil(min_steps / steps_per_epoch)`` (0 = off).
+    early_stopping
+        Hold out ``validation_fraction`` of the cells (stratified by batch), compute their reconstruction + KL
+        loss (evaluation mode) after every epoch, stop after ``patience`` epochs without a relative improvement
+        of ``1e-3``, and restore the best epoch's weights. Never stops before ``min_steps`` steps; ``epochs``
+        (raised by ``min_steps``) is the maximum. The domain term is not monitored: it is adversarial and does
+        not decrease. The held-out cells are still embedded by ``transform``. Off in both presets.
+    validation_fraction, patience
+        See ``early_stopping``.
     batch_size
         Cells per minibatch.
     lr, adam_eps, weight_decay
@@ -87,6 +95,9 @@ class DAVAEParams:
     lambda_schedule: str = "constant"
     epochs: int = 20
     min_steps: int = 2000
+    early_stopping: bool = False
+    validation_fraction: float = 0.1
+    patience: int = 20
     batch_size: int = 128
     lr: float = 1e-3
     adam_eps: float = 1e-7
@@ -156,6 +167,10 @@ def _check(p: DAVAEParams) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(p, name)}")
     if p.batch_size < 2:
         raise ValueError("batch_size must be >= 2 (batch normalisation needs two cells)")
+    if not 0.0 < p.validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {p.validation_fraction}")
+    if p.patience < 1:
+        raise ValueError(f"patience must be >= 1, got {p.patience}")
     if p.min_steps < 0:
         raise ValueError(f"min_steps must be >= 0, got {p.min_steps}")
     for name in ("dropout_encoder", "dropout_decoder", "dropout_classifier"):

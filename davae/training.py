@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -29,6 +30,36 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``, or ``None`` for plain float32.
+
+    ``"auto"`` → bfloat16 autocast on a CUDA device that supports it, float32 elsewhere (on CPU, bf16 autocast
+    costs as much in casts as it saves on these small layers); ``"bf16"`` → bfloat16 autocast on any device;
+    ``"fp32"`` → none. Under autocast only the linear layers run in bf16: batch statistics, the loss and the
+    optimiser stay in float32, and bf16 keeps float32's range, so no loss scaling is needed.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16
+
+
+def make_optimizer(groups: list[dict], params: DAVAEParams) -> torch.optim.Optimizer:
+    """Adam over ``groups``, with the fused kernel (one pass over all parameters) where torch has one for
+    the parameters' device; the update is Adam's either way."""
+    kw = dict(lr=params.lr, eps=params.adam_eps, weight_decay=params.weight_decay)
+    try:
+        return torch.optim.Adam(groups, fused=True, **kw)
+    except (RuntimeError, ValueError):  # no fused kernel for this device / dtype
+        return torch.optim.Adam(groups, **kw)
+
+
 def dense_rows(X: Any, idx: np.ndarray) -> np.ndarray:
     """Rows ``idx`` of ``X`` as a dense float32 array; only these rows are densified."""
     rows = X[idx]
@@ -45,14 +76,30 @@ def n_epochs(n_cells: int, params: DAVAEParams) -> int:
     return params.epochs
 
 
-def _minibatches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffled minibatches covering every cell once (Keras ``shuffle=True``); a trailing single cell is
-    folded into the previous minibatch because batch normalisation needs at least two cells."""
-    perm = rng.permutation(n)
-    chunks = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+def _minibatches(cells: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled minibatches covering every cell of ``cells`` once (Keras ``shuffle=True``); a trailing single
+    cell is folded into the previous minibatch because batch normalisation needs at least two cells."""
+    perm = rng.permutation(cells)
+    chunks = [perm[i : i + batch_size] for i in range(0, len(perm), batch_size)]
     if len(chunks) > 1 and len(chunks[-1]) < 2:
         chunks[-2] = np.concatenate([chunks[-2], chunks.pop()])
     return chunks
+
+
+def validation_split(codes: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and held-out cell indices, the same ``fraction`` of every batch held out (at least one cell;
+    at least two kept for training). Drawn from its own generator, so the minibatch order is unaffected."""
+    rng = np.random.default_rng([seed, 1])
+    held = []
+    for b in np.unique(codes):
+        members = np.flatnonzero(codes == b)
+        k = max(1, int(round(fraction * len(members))))
+        if len(members) - k < 2:
+            raise ValueError(f"batch {b} has {len(members)} cells, too few to hold out {fraction:.0%} for early "
+                             "stopping; set early_stopping=False or lower validation_fraction")
+        held.append(rng.choice(members, size=k, replace=False))
+    val = np.sort(np.concatenate(held))
+    return np.setdiff1d(np.arange(len(codes)), val), val
 
 
 def train(
@@ -64,40 +111,55 @@ def train(
     *,
     seed: int = 0,
     device: torch.device = torch.device("cpu"),
+    precision: str = "auto",
     progress: bool = True,
 ) -> dict[str, list[float]]:
     """Fit ``module`` in place on ``X`` (cells × genes, CSR or dense), batch ``codes`` and per-cell
-    reconstruction ``weights``. Returns the per-epoch history (mean loss parts and the GRL scale)."""
-    n = X.shape[0]
+    reconstruction ``weights``. Returns the per-epoch history: mean loss parts, the GRL scale and, with
+    ``params.early_stopping``, the held-out loss ``val_loss`` (the best epoch's weights are restored).
+
+    ``precision``: see :func:`resolve_precision`."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     module.to(device).train()
     clf = list(module.classifier.parameters())
     clf_ids = {id(p) for p in clf}
     rest = [p for p in module.parameters() if id(p) not in clf_ids]
-    opt = torch.optim.Adam(
-        [{"params": rest}, {"params": clf, "lr": params.lr * params.classifier_lr_factor}],
-        lr=params.lr, eps=params.adam_eps, weight_decay=params.weight_decay,
-    )
+    opt = make_optimizer([{"params": rest}, {"params": clf, "lr": params.lr * params.classifier_lr_factor}], params)
+    amp = dict(device_type=device.type, dtype=resolve_precision(precision, device) or torch.bfloat16)
+    amp["enabled"] = resolve_precision(precision, device) is not None
+    if params.early_stopping:
+        cells, held_out = validation_split(np.asarray(codes), params.validation_fraction, seed)
+    else:
+        cells, held_out = np.arange(X.shape[0]), None
+    n = len(cells)
     epochs = n_epochs(n, params)
-    steps_per_epoch = len(_minibatches(n, params.batch_size, np.random.default_rng(0)))
+    steps_per_epoch = len(_minibatches(cells, params.batch_size, np.random.default_rng(0)))
     total_steps = epochs * steps_per_epoch
     codes_t = torch.as_tensor(codes, dtype=torch.long)
     w_t = torch.as_tensor(weights, dtype=torch.float32)
     eye = torch.eye(module.n_batches)
+
+    def batch_loss(idx: np.ndarray, scale: float) -> dict[str, torch.Tensor]:
+        x = torch.from_numpy(dense_rows(X, idx)).to(device)
+        with torch.autocast(**amp):
+            out = module(x, eye[codes_t[idx]].to(device), grl_scale=scale)
+        return davae_loss(out, x, codes_t[idx].to(device), w_t[idx].to(device), params.domain_lambda,
+                          params.recon_loss)
+
     history: dict[str, list[float]] = {k: [] for k in ("loss", "recon", "kl", "domain", "grl_scale")}
+    if held_out is not None:
+        history["val_loss"] = []
+    best: tuple[float, int, dict] | None = None
     step = 0
     bar = tqdm(range(epochs), desc="DAVAE", unit="epoch", disable=not progress, leave=False)
-    for _ in bar:
+    for epoch in bar:
         sums = dict.fromkeys(("loss", "recon", "kl", "domain"), 0.0)
         scale = 1.0
-        for idx in _minibatches(n, params.batch_size, rng):
+        for idx in _minibatches(cells, params.batch_size, rng):
             if params.lambda_schedule == "ganin":
                 scale = ganin_lambda(step / max(total_steps - 1, 1))
-            x = torch.from_numpy(dense_rows(X, idx)).to(device)
-            b = codes_t[idx].to(device)
-            out = module(x, eye[codes_t[idx]].to(device), grl_scale=scale)
-            parts = davae_loss(out, x, b, w_t[idx].to(device), params.domain_lambda, params.recon_loss)
+            parts = batch_loss(idx, scale)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             opt.step()
@@ -111,10 +173,34 @@ def train(
             raise FloatingPointError(
                 f"DAVAE loss became non-finite at epoch {len(history['loss'])}; lower lr or domain_lambda"
             )
-        bar.set_postfix(recon=f"{history['recon'][-1]:.4g}", kl=f"{history['kl'][-1]:.3g}",
-                        domain=f"{history['domain'][-1]:.4g}", grl=f"{scale:.2f}")
+        post = {"recon": f"{history['recon'][-1]:.4g}", "kl": f"{history['kl'][-1]:.3g}",
+                "domain": f"{history['domain'][-1]:.4g}", "grl": f"{scale:.2f}"}
+        if held_out is not None:
+            val = held_out_loss(module, batch_loss, held_out, params.batch_size)
+            history["val_loss"].append(val)
+            post["val"] = f"{val:.4g}"
+            if best is None or best[0] - val > 1e-3 * abs(best[0]):
+                best = (val, epoch, copy.deepcopy(module.state_dict()))
+            elif epoch - best[1] >= params.patience and step >= params.min_steps:
+                break
+        bar.set_postfix(post)
+    if best is not None:
+        module.load_state_dict(best[2])
     module.eval()
     return history
+
+
+@torch.no_grad()
+def held_out_loss(module: DAVAEModule, batch_loss, cells: np.ndarray, batch_size: int) -> float:
+    """Mean reconstruction + KL loss of ``cells`` in evaluation mode (no dropout, running batch statistics)."""
+    module.eval()
+    total = 0.0
+    for i in range(0, len(cells), batch_size):
+        idx = cells[i : i + batch_size]
+        parts = batch_loss(idx, 1.0)
+        total += float(parts["recon"] + parts["kl"]) * len(idx)
+    module.train()
+    return total / len(cells)
 
 
 @torch.no_grad()

@@ -14,7 +14,9 @@ import torch
 
 import davae
 from davae.cli import main as cli_main
-from davae.module import DAVAEModule, davae_loss, ganin_lambda, grad_reverse
+from davae.module import (DAVAEModule, davae_loss, gaussian_reconstruction, ganin_lambda, grad_reverse,
+                          scbean_reconstruction, softplus_reconstruction)
+from davae.training import resolve_precision, validation_split
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = dict(epochs=2, min_steps=0, batch_size=16, hidden_layers=[16, 8], latent_dim=3)
@@ -116,6 +118,73 @@ def test_loss_matches_hand_computation():
     assert float(got["loss"]) == pytest.approx((recon_sc + kl + dom).mean(), rel=1e-12)
     got = davae_loss(out, *args, recon_loss="gaussian")
     assert float(got["recon"]) == pytest.approx((w * 0.5 * ((x - xh) ** 2).sum(1)).mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind,ref", [("scbean", scbean_reconstruction), ("gaussian", gaussian_reconstruction)])
+def test_fused_reconstruction_equals_the_written_term(kind, ref):
+    """The fused softplus + reconstruction (training's path) gives the value and the gradient of the term
+    as written, applied to softplus(logits) and averaged over cells."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(9, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    x = torch.rand(9, 6, dtype=torch.float64, generator=g) * 3
+    w = torch.tensor([1.0, 0, 1, 1, 0, 1, 1, 0, 1], dtype=torch.float64)
+    fused = softplus_reconstruction(logits, x, w, kind)
+    (g_fused,) = torch.autograd.grad(fused, logits)
+    written = ref(x, torch.nn.functional.softplus(logits), w).mean()
+    (g_written,) = torch.autograd.grad(written, logits)
+    assert float(fused.detach()) == pytest.approx(float(written.detach()), rel=1e-12)
+    assert torch.allclose(g_fused, g_written, rtol=1e-10, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda l: softplus_reconstruction(l, x, w, kind), (logits,))
+    # in float32, on a minibatch of the real size, within float32 rounding of the written term
+    l32 = torch.randn(128, 2000, generator=g) - 2
+    x32 = torch.relu(torch.randn(128, 2000, generator=g))
+    w32 = (torch.arange(128) % 2).float()
+    want = ref(x32.double(), torch.nn.functional.softplus(l32.double()), w32.double()).mean()
+    assert float(softplus_reconstruction(l32, x32, w32, kind)) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_precision_resolution():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) is None  # float32 on CPU
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp16", cpu)
+
+
+def test_bf16_autocast_trains_with_float32_loss():
+    a = _lognorm(_toy())
+    res = davae.integrate(a, preprocess=False, precision="bf16", progress=False, **TINY)
+    assert res.obsm["X_davae"].dtype == np.float32 and np.isfinite(res.obsm["X_davae"]).all()
+    assert res.uns["davae"]["precision"] == "bf16"
+    assert np.isfinite(res.uns["davae"]["history"]["loss"]).all()
+
+
+def test_validation_split_is_stratified_and_disjoint():
+    codes = np.repeat([0, 1, 2], [50, 20, 30])
+    tr, va = validation_split(codes, 0.1, seed=0)
+    assert np.intersect1d(tr, va).size == 0 and np.union1d(tr, va).size == 100
+    assert np.bincount(codes[va]).tolist() == [5, 2, 3]
+    assert np.array_equal(va, validation_split(codes, 0.1, seed=0)[1])  # seeded
+    with pytest.raises(ValueError, match="too few to hold out"):
+        validation_split(np.repeat([0, 1], [50, 2]), 0.1, seed=0)
+
+
+def test_early_stopping_stops_after_patience_and_keeps_best():
+    a = _lognorm(_toy(n_per_batch=60))
+    model = davae.DAVAE(a, "batch", epochs=300, min_steps=0, batch_size=16, hidden_layers=[16, 8], latent_dim=3,
+                        early_stopping=True, patience=5, lr=1e-2)
+    model.fit(seed=0, progress=False)
+    h = model.history
+    val = np.asarray(h["val_loss"])
+    assert len(val) == len(h["loss"]) < 300  # stopped early, one held-out loss per epoch
+    # the best epoch (by the 1e-3 relative rule) is exactly `patience` epochs before the last one
+    best = 0
+    for e in range(1, len(val)):
+        if val[best] - val[e] > 1e-3 * abs(val[best]):
+            best = e
+    assert len(val) - 1 - best == 5
+    assert "val_loss" not in davae.DAVAE(a, "batch", **TINY).fit(seed=0, progress=False).history
 
 
 def test_ganin_ramp():

@@ -2,7 +2,8 @@
 
 Params are the ``davae.integrate`` overrides (see docs/davae.md), e.g. ``preset`` (``default`` — the study's
 corrected model — or ``scbean``, the released behaviour), ``epochs``, ``domain_lambda``, ``batch_size``,
-``hidden_layers``; ``progress`` (default False: no tqdm bar in rule logs); ``corrected`` (default True:
+``hidden_layers``, ``early_stopping``; ``precision`` (default ``auto``: bf16 autocast on a CUDA device that
+supports it, float32 on CPU); ``progress`` (default False: no tqdm bar in rule logs); ``corrected`` (default True:
 return the recovered expression as ``layers['corrected']``; set False at atlas size, where it is a dense
 cells × genes matrix). The prepared data are already log-normalised, so DAVAE's own preprocessing is skipped.
 """
@@ -13,12 +14,12 @@ import anndata as ad
 
 
 def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", preset: str = "default", progress: bool = False,
-        corrected: bool = True, **overrides) -> ad.AnnData:
+        corrected: bool = True, precision: str = "auto", **overrides) -> ad.AnnData:
     import davae
 
     # the registry hands over its own copy: no second copy of X (copy=False)
     res = davae.integrate(adata, batch_key="batch", preset=preset, preprocess=False, seed=seed, device=device,
-                          progress=progress, copy=False, recover=corrected, **overrides)
+                          precision=precision, progress=progress, copy=False, recover=corrected, **overrides)
     out = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy())
     out.obsm["X_emb"] = res.obsm["X_davae"]
     if corrected:
