@@ -30,6 +30,8 @@ def test_shipped_configs_are_valid(name):
         (lambda c: c["applications"]["samples"]["prepare"].__setitem__("n_top_genes", "many"), "n_top_genes"),
         (lambda c: c["applications"]["samples"]["input"].pop("reader"), "'reader' is a required property"),
         (lambda c: c["methods"]["pca"].__setitem__("resources", {"mem": 3}), "applications|methods.pca.resources"),
+        (lambda c: c["methods"]["pca"].__setitem__("resources", {"slurm_partition": "gpu; rm"}), "slurm_partition"),
+        (lambda c: c["methods"]["pca"].__setitem__("resources", {"slurm_partition": 7}), "slurm_partition"),
     ],
 )
 def test_bad_config_one_line_error(mutate, where):

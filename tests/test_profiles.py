@@ -122,7 +122,7 @@ methods:
     module: davae_study.methods.davae
     params: {epochs: 1, min_steps: 0}
     threads: 2
-    resources: {mem_mb: 3000, runtime: 30, gpu: 1}
+    resources: {mem_mb: 3000, runtime: 30, gpu: 1, slurm_partition: gpu}
   desc:
     module: davae_study.methods.desc
     params: {pretrain_epochs: 2, max_rounds: 2, progress: false}
@@ -224,6 +224,21 @@ def test_integrate_requests_from_the_method_table(slurm_run):
 
 
 @pytest.mark.slow
+def test_method_partition_reaches_sbatch(slurm_run):
+    """methods.davae.resources.slurm_partition: gpu → `-p gpu`; methods without one (DESC, also a GPU method,
+    and PCA) and the other rules go to the cluster's default partition, which the plugin reads from `sinfo`
+    (the fake marks `cpu*`) when a job's slurm_partition is empty or unset."""
+    _, _, subs, _ = slurm_run
+    (davae,) = _by_rule(subs, "integrate", "ifnb", "davae")
+    assert davae["opts"]["-p"] == "gpu" and "--partition" not in davae["opts"]
+    others = _by_rule(subs, "integrate", "ifnb", "desc") + _by_rule(subs, "integrate", "ifnb", "pca")
+    others += _by_rule(subs, "prepare") + _by_rule(subs, "evaluate")
+    assert len(others) >= 5
+    for s in others:
+        assert s["opts"].get("-p") == "cpu", s["argv"]
+
+
+@pytest.mark.slow
 def test_retry_scales_memory_and_time_with_the_attempt(slurm_run):
     _, _, subs, _ = slurm_run
     first, retry = _by_rule(subs, "integrate", "ifnb", "pca")  # the fake failed the first with OUT_OF_MEMORY
@@ -256,6 +271,43 @@ def test_local_profile_dry_run_schedules_gpu_jobs(tmp_path):
     block = re.search(r"rule integrate:.*?wildcards: app=ifnb, method=davae.*?resources: ([^\n]*)", out, re.S)
     assert block, out[-3000:]
     assert "gpu=1" in block.group(1) and "mem_mb=3000" in block.group(1)
+    assert "slurm_partition=gpu" in block.group(1)
+
+
+def _integrate_resources(out: str, method: str) -> str:
+    block = re.search(rf"rule integrate:.*?wildcards: app=ifnb, method={method}.*?resources: ([^\n]*)", out, re.S)
+    assert block, out[-3000:]
+    return block.group(1)
+
+
+@pytest.mark.parametrize("with_partition", [True, False])
+def test_partition_resource_only_when_a_method_names_one(tmp_path, with_partition):
+    """With a method partition configured, integrate (and scaling_integrate) carry slurm_partition per method,
+    empty for the others; with none configured the rules leave it alone, so --default-resources reaches them."""
+    if not IFNB.exists():
+        pytest.skip(f"{IFNB} not found (shared data sets absent)")
+    work = workdir(tmp_path)
+    if not with_partition:
+        (work / "tiny.yaml").write_text(CONFIG.replace(", slurm_partition: gpu", ""))
+    scaling = "scaling: {source: ifnb, mode: resample, sizes: [500], methods: [davae, pca]}\n"
+    (work / "tiny.yaml").write_text((work / "tiny.yaml").read_text() + scaling)
+    cmd = [PY, "-m", "snakemake", "results/ifnb/metrics.tsv", "results/scaling/500/integrated/davae.h5ad",
+           "results/scaling/500/integrated/pca.h5ad", "--configfile", "tiny.yaml", "--dry-run", "--cores", "2",
+           "--default-resources", "slurm_partition=cpu"]
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    davae, pca = _integrate_resources(out, "davae"), _integrate_resources(out, "pca")
+    scaled = re.findall(r"rule scaling_integrate:.*?wildcards: n_cells=500, method=(\w+).*?resources: ([^\n]*)", out, re.S)
+    assert sorted(m for m, _ in scaled) == ["davae", "pca"], out[-3000:]
+    scaled = dict(scaled)
+    if with_partition:
+        assert "slurm_partition=gpu" in davae and "slurm_partition=gpu" in scaled["davae"]
+        assert "slurm_partition=cpu" not in pca and "slurm_partition=gpu" not in pca
+        assert "slurm_partition=gpu" not in scaled["pca"]
+    else:
+        for res in (davae, pca, scaled["davae"], scaled["pca"]):
+            assert "slurm_partition=cpu" in res
 
 
 # conda name → pip name where they differ

@@ -55,6 +55,27 @@ def method_resource(key, default):
     return get
 
 
+def method_partition():
+    """The `slurm_partition` resource of rules integrate and scaling_integrate, from
+    `methods.<name>.resources.slurm_partition`, as keyword arguments for the rule's `resources:`.
+
+    Empty when no method names a partition: the rules then leave `slurm_partition` to the profile
+    (`default-resources`, `set-resources`) as before. Otherwise every job of these rules gets its method's
+    partition, or "" for a method without one: the slurm executor plugin treats an empty partition as none
+    given and submits to the cluster's default partition (the one `sinfo` marks with `*`), or picks one
+    from its `--slurm-partition-config`. A resource cannot be left unset per wildcard, so a rule-level value
+    (also the profile's `default-resources: slurm_partition`) does not reach those methods; a profile's
+    `set-resources: integrate: slurm_partition` still overrides every method.
+    """
+    if not any((entry.get("resources") or {}).get("slurm_partition") for entry in config["methods"].values()):
+        return {}
+
+    def get(wildcards):
+        return str((config["methods"][wildcards.method].get("resources") or {}).get("slurm_partition") or "")
+
+    return {"slurm_partition": get}
+
+
 def methods_env(wildcards):
     """Conda env of the method rules: the CPU or the CUDA build of PyTorch (config conda_torch; --sdm conda)."""
     return "../../envs/methods-cuda.yaml" if config.get("conda_torch", "cpu") == "cuda" else "../../envs/methods.yaml"

@@ -51,6 +51,7 @@ rule integrate:
         mem_mb=method_resource("mem_mb", 8000),
         runtime=method_resource("runtime", 120),
         gpu=method_resource("gpu", 0),
+        **method_partition(),
     conda:
         methods_env
     script:

@@ -49,6 +49,7 @@ rule scaling_integrate:
         mem_mb=scaling_resource("mem_mb", 8000),
         runtime=scaling_resource("runtime", 120),
         gpu=scaling_resource("gpu", 0),
+        **method_partition(),
     conda:
         methods_env
     script:
