@@ -175,3 +175,21 @@ def test_too_low_resolution_is_a_clear_error():
         init_centres(blob, resolution=1e-6, seed=0)
     labels, centres = init_centres(blob, resolution=2.0, seed=0)
     assert labels.shape == (300,) and centres.shape == (labels.max() + 1, 4)
+
+
+def test_max_rounds_caps_the_clustering_and_is_reported(cellbench):
+    """The scaling benchmark caps DESC's KL rounds (config scaling.params.desc.max_rounds): the wrapper stops
+    there, records converged=False / hit_max_rounds=True with a note, and a run that converges says so."""
+    from davae_study.methods import desc as wrapper
+
+    sub = cellbench[::4].copy()  # 349 cells
+    fast = {k: v for k, v in FAST.items() if k != "device"}
+    capped = wrapper.run(sub, seed=0, device="cpu", **{**fast, "max_rounds": 2, "tol": 0.0}).uns["desc"]
+    # tol 0 can never be met: every allowed round runs, then the loop gives up
+    assert capped["n_rounds"] == 2 and len(capped["delta_label"]) == 2
+    assert capped["converged"] is False and capped["hit_max_rounds"] is True and capped["max_rounds"] == 2
+    assert "max_rounds=2" in capped["note"] and "without converging" in capped["note"]
+    done = wrapper.run(sub, seed=0, device="cpu", **{**fast, "max_rounds": 20, "tol": 1.0}).uns["desc"]
+    # tol 1: the first check after a round (fewer than all labels changed) stops it
+    assert done["converged"] is True and done["hit_max_rounds"] is False and done["note"] == ""
+    assert done["n_rounds"] == 1 < done["max_rounds"]

@@ -19,6 +19,7 @@ from davae_study.scaling import (
     downsample,
     growth_table,
     make_size,
+    method_note,
     resample_with_noise,
 )
 
@@ -116,6 +117,8 @@ def test_benchmark_table(tmp_path):
     assert t.shape[0] == 4 and t["repeat"].tolist() == [0, 1, 0, 1]
     assert t["n_cells"].tolist() == [1000, 1000, 2000, 2000] and np.isnan(t["max_vms"]).all()
     assert t["method_device"].eq("cpu").all()
+    capped = benchmark_table(zip(["desc"], [1000], paths[:1]), [{"wall_s": 1.0, "note": "desc: stopped"}])
+    assert capped["method_note"].eq("desc: stopped").all()
     bad = tmp_path / "bad.tsv"
     bad.write_text("x\n1\n")
     with pytest.raises(ValueError, match="benchmark"):
@@ -129,9 +132,26 @@ def test_check_scaling_config():
     check_scaling_config(ok, methods, apps)
     for bad, msg in [({**ok, "sizes": [100, 100]}, "sizes"), ({**ok, "methods": ["harmony"]}, "methods"),
                      ({**ok, "source": "nope"}, "source"), ({**ok, "mode": "x"}, "mode"),
-                     ({**ok, "repeats": 0}, "repeats")]:
+                     ({**ok, "repeats": 0}, "repeats"), ({**ok, "params": {"DESC": {"max_rounds": 5}}}, "params")]:
         with pytest.raises(ValueError, match=msg):
             check_scaling_config(bad, methods, apps)
+
+
+def test_method_note_collects_the_methods_own_notes():
+    result = ad.AnnData(np.zeros((2, 1), dtype=np.float32))
+    assert method_note(result) == ""
+    result.uns["method_outputs"] = {"desc": {"note": "desc: clustering stopped at max_rounds=20", "n_rounds": 20},
+                                    "other": {"note": ""}, "plain": 3}
+    assert method_note(result) == "desc: clustering stopped at max_rounds=20"
+
+
+def test_shipped_scaling_configs_cap_desc():
+    import yaml
+
+    for name in ("config.yaml", "scaling_offline.yaml"):
+        scaling = yaml.safe_load((REPO / "config" / name).read_text())["scaling"]
+        assert "desc" in scaling["methods"]
+        assert 1 <= int(scaling["params"]["desc"]["max_rounds"]) < 1000, name  # below the original's 1000
 
 
 SCALING_CONFIG = """

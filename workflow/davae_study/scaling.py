@@ -188,6 +188,15 @@ def make_size(adata: ad.AnnData, n_cells: int, *, mode: str = "downsample", seed
     return out
 
 
+def method_note(result: ad.AnnData) -> str:
+    """The one-line ``note`` entries a method left in its own ``uns`` record (``uns['method_outputs']``
+    after :func:`davae_study.methods.run_method`), joined by ``; ``: e.g. DESC's note that its clustering
+    stopped at ``max_rounds`` without converging. Empty when there are none."""
+    outputs = result.uns.get("method_outputs") or {}
+    notes = [str(rec["note"]) for rec in outputs.values() if isinstance(rec, Mapping) and rec.get("note")]
+    return "; ".join(notes)
+
+
 def run_scaling_method(prepared_path: str | os.PathLike, out_h5ad: str | os.PathLike, *, method: str,
                        module: str | None, params: Mapping[str, Any] | None = None, seed: int = 0,
                        device: str = "auto", keep_corrected: bool = False,
@@ -195,6 +204,8 @@ def run_scaling_method(prepared_path: str | os.PathLike, out_h5ad: str | os.Path
     """Run one method on one benchmark input through :func:`davae_study.methods.run_method` (errors raise)
     and write the embedding and ``uns['method']`` (``wall_s``, ``peak_rss_mb``, ``device``) to ``out_h5ad``.
 
+    ``uns['method']['note']`` carries the method's own note (:func:`method_note`; e.g. DESC stopped at its
+    ``max_rounds`` cap), so that the benchmark table can say a timing is of a capped run.
     ``layers['corrected']`` is dropped unless ``keep_corrected`` (at HCA size it is cells × genes dense and
     is not what the benchmark measures); the file is written uncompressed so that compression time does not
     enter the ``benchmark:`` record. ``threads`` caps torch and BLAS threads during the method call.
@@ -212,10 +223,11 @@ def run_scaling_method(prepared_path: str | os.PathLike, out_h5ad: str | os.Path
         del result.layers["corrected"]
     info = dict(result.uns["method"])
     info.update(n_cells=int(prepared.n_obs), n_genes=int(prepared.n_vars), read_s=float(read_s),
-                input_nnz=int(prepared.X.nnz) if sp.issparse(prepared.X) else int(prepared.X.size))
+                input_nnz=int(prepared.X.nnz) if sp.issparse(prepared.X) else int(prepared.X.size),
+                note=method_note(result))
     result.uns["method"] = info
-    log.info("scaling %s on %d cells: %.1f s, peak RSS %.0f MB (%s)", method, prepared.n_obs, info["wall_s"],
-             info.get("peak_rss_mb", float("nan")), info["device"])
+    log.info("scaling %s on %d cells: %.1f s, peak RSS %.0f MB (%s)%s", method, prepared.n_obs, info["wall_s"],
+             info.get("peak_rss_mb", float("nan")), info["device"], f"; {info['note']}" if info["note"] else "")
     write_h5ad(result, out_h5ad, compression=None)
     return result
 
@@ -231,7 +243,8 @@ def benchmark_table(records: Iterable[tuple[str, int, str | os.PathLike]],
     method_infos
         Optional ``uns['method']`` of each job's output (same order as ``records``): adds the in-process
         ``wall_s``, ``peak_rss_mb``, ``device`` and ``status`` of the method call itself (the benchmark file
-        times the whole job: start-up, reading, writing).
+        times the whole job: start-up, reading, writing), and the method's ``note`` (empty, or e.g. that
+        DESC stopped at its ``max_rounds`` cap).
 
     Returns
     -------
@@ -247,7 +260,7 @@ def benchmark_table(records: Iterable[tuple[str, int, str | os.PathLike]],
     for record, info in zip(records, infos):
         df = read_benchmarks([record])
         if info is not None:
-            for key in ("wall_s", "peak_rss_mb", "device", "status"):
+            for key in ("wall_s", "peak_rss_mb", "device", "status", "note"):
                 df[f"method_{key}"] = info.get(key, np.nan)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
@@ -313,3 +326,7 @@ def check_scaling_config(scaling: Mapping[str, Any], methods: Mapping[str, Any],
         raise ValueError(f"scaling.mode must be one of {MODES}, got {scaling.get('mode')!r}")
     if int(scaling.get("repeats", 1)) < 1:
         raise ValueError(f"scaling.repeats must be >= 1, got {scaling.get('repeats')!r}")
+    stray = [m for m in (scaling.get("params") or {}) if m not in scaling.get("methods", [])]
+    if stray:
+        raise ValueError(f"scaling.params names {stray}, which scaling.methods does not run "
+                         f"({scaling.get('methods')}); a misspelt method would silently lose its overrides")

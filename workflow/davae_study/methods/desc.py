@@ -50,12 +50,17 @@ Output
 obsm['X_emb'] : float32 (n_cells, dims[-1]), the encoder's features after clustering.
 obs['desc_cluster'] : categorical cluster labels (argmax of the soft assignments).
 obsm['desc_prob'] : float32 (n_cells, n_clusters), Student-t soft assignments Q.
-uns['desc'] : dims, n_clusters, n_rounds, converged, delta_label per round, device, epochs run per
-    pretraining phase (early stopping), wall seconds per stage.
+uns['desc'] : dims, n_clusters, n_rounds, converged, max_rounds, tol, hit_max_rounds, note, delta_label per
+    round, device, epochs run per pretraining phase (early stopping), wall seconds per stage.
+    ``hit_max_rounds`` is True when the clustering loop stopped at ``max_rounds`` without converging (fewer
+    than ``tol`` of the labels changing); ``note`` then says so in one line (logged as a warning, and copied
+    into the scaling benchmark table's ``method_note``), else it is empty.
 No corrected expression. Pretrains fresh on every call (nothing is cached on disk).
 """
 
 from __future__ import annotations
+
+import logging
 
 import anndata as ad
 import numpy as np
@@ -79,6 +84,8 @@ DEFAULTS: dict = {
     "init_max_cells": 200_000,
     "progress": True,
 }
+log = logging.getLogger(__name__)
+
 _ALIASES = {"louvain_resolution": "resolution", "max_iter": "max_rounds", "epochs_fit": "epochs_per_round"}
 
 
@@ -145,12 +152,23 @@ def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", **params) -> 
     result.obs["desc_cluster"] = pd.Categorical(res.labels.astype(str), categories=[str(j) for j in range(k)])
     result.obs["desc_cluster"] = result.obs["desc_cluster"].cat.remove_unused_categories()
     result.obsm["desc_prob"] = np.ascontiguousarray(res.q, dtype=np.float32)
+    hit_cap = not res.converged
+    note = ""
+    if hit_cap:
+        last = float(res.delta_labels[-1]) if len(res.delta_labels) else float("nan")
+        note = (f"desc: clustering stopped at max_rounds={int(p['max_rounds'])} without converging "
+                f"(last delta_label {last:.4f}, tol {float(p['tol']):g})")
+        log.warning(note)
     result.uns["desc"] = {
         "dims": [int(d) for d in res.dims],
         "n_clusters": int(k),
         "n_clusters_init": int(res.init_labels.max() + 1),
         "n_rounds": int(res.n_rounds),
         "converged": bool(res.converged),
+        "max_rounds": int(p["max_rounds"]),
+        "tol": float(p["tol"]),
+        "hit_max_rounds": bool(hit_cap),
+        "note": note,
         "delta_label": np.asarray(res.delta_labels, dtype=float),
         "device": res.device,
         "scale_bygroup": bool(p["scale_bygroup"]),
