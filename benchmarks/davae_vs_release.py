@@ -122,6 +122,9 @@ class Release:
                                   text=True, env=env, cwd=tempfile.gettempdir(), bufsize=1)
         self.info = self._read()
         if "error" in self.info:
+            self.p.wait(timeout=60)
+            self.log.close()
+            os.unlink(self.log.name)
             raise SystemExit(f"error: the release could not be imported with {python}: {self.info['error']} "
                              "(create its venv as described at the top of benchmarks/davae_vs_release.py)")
 
