@@ -54,6 +54,8 @@ CHANGES = {
 REJECTED = {
     "ganin_ramp": {"lambda_schedule": "ganin"},
     "lambda5": {"domain_lambda": 5.0},
+    # early stopping on a held-out 10 % (patience 20 epochs) in place of the min_steps floor, at most 1000 epochs
+    "early_stop": {"early_stopping": True, "min_steps": 0, "epochs": 1000},
 }
 
 
