@@ -7,6 +7,10 @@ check behind the memory-aware pipeline of docs/scaling.md.
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/scaling_offline.py --sizes 10000 20000 50000 \
         --methods davae scanorama desc --prepare-sizes 100000
 
+``--params '{"davae": {"epochs": 1, "min_steps": 0, "corrected": false}}'`` overrides method params (merged
+over the defaults below). ``--davae-steps`` also runs the DAVAE model step by step on each size (read, ``fit``,
+``transform``, ``recover``; peak RSS after each), with the ``davae`` overrides of ``--params``.
+
 Prints one table per part and the exponents; nothing is written into the repository (inputs go to a
 temporary folder unless --workdir is given). Timings on a shared machine are noisy; repeat with --repeats.
 """
@@ -38,25 +42,59 @@ PARAMS = {
 }
 
 
-def child_method(path: str, method: str, threads: int) -> dict:
+def _x_bytes(X) -> int:
+    import scipy.sparse as sp
+
+    return X.data.nbytes + X.indices.nbytes + X.indptr.nbytes if sp.issparse(X) else X.nbytes
+
+
+def child_method(path: str, method: str, threads: int, params: dict | None = None) -> dict:
     """Run one method on one input in this (fresh) process; return timings and peak RSS."""
     import anndata as ad
-    import scipy.sparse as sp
     import torch
 
     torch.set_num_threads(threads)
-    from davae_study.methods import peak_rss_mb, run_method
+    from davae_study.methods import import_method, peak_rss_mb, run_method
 
+    # the method's own imports (scanpy: ~150 MB) before the baseline, so that "over X" counts data, not code
+    import_method(f"davae_study.methods.{method}")
+    if method.startswith("davae"):
+        import davae  # noqa: F401 - imported lazily by the wrapper
     base = peak_rss_mb()
     adata = ad.read_h5ad(path)
     loaded = peak_rss_mb()
     t = time.perf_counter()
-    res = run_method(method, adata, params=PARAMS.get(method, {}), seed=0, device="auto", on_error="raise")
+    params = {**PARAMS.get(method, {}), **(params or {})}
+    res = run_method(method, adata, params=params, seed=0, device="auto", on_error="raise")
     wall = time.perf_counter() - t
-    nbytes = adata.X.data.nbytes + adata.X.indices.nbytes + adata.X.indptr.nbytes if sp.issparse(adata.X) else adata.X.nbytes
     return {"method": method, "n_cells": adata.n_obs, "wall_s": wall, "peak_rss_mb": peak_rss_mb(),
-            "rss_after_imports_mb": base, "rss_after_read_mb": loaded, "input_X_mb": nbytes / 2**20,
-            "device": res.uns["method"]["device"]}
+            "rss_after_imports_mb": base, "rss_after_read_mb": loaded, "input_X_mb": _x_bytes(adata.X) / 2**20,
+            "device": res.uns["method"]["device"], "params": params,
+            "corrected_mb": res.layers["corrected"].nbytes / 2**20 if "corrected" in res.layers else 0.0}
+
+
+def child_davae_steps(path: str, threads: int, overrides: dict | None = None) -> dict:
+    """The DAVAE model step by step (read, fit, transform, recover) with the peak RSS (VmHWM) after each."""
+    import anndata as ad
+    import torch
+
+    torch.set_num_threads(threads)
+    import davae
+    from davae_study.methods import peak_rss_mb
+
+    overrides = {k: v for k, v in (overrides or {}).items() if k not in ("corrected", "progress", "precision")}
+    out = {"step": "davae_steps", "overrides": overrides, "rss_after_imports_mb": peak_rss_mb()}
+    adata = ad.read_h5ad(path)
+    out.update(n_cells=adata.n_obs, input_X_mb=_x_bytes(adata.X) / 2**20, peak_after_read_mb=peak_rss_mb())
+    t = time.perf_counter()
+    model = davae.DAVAE(adata, batch_key="batch", preset="default", **overrides).fit(seed=0, device="auto",
+                                                                                      progress=False)
+    out.update(fit_s=time.perf_counter() - t, peak_after_fit_mb=peak_rss_mb())
+    model.transform()
+    out["peak_after_transform_mb"] = peak_rss_mb()
+    rec = model.recover()
+    out.update(peak_after_recover_mb=peak_rss_mb(), recovered_mb=rec.nbytes / 2**20)
+    return out
 
 
 def child_prepare(path: str) -> dict:
@@ -94,11 +132,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--params", default="{}", help='JSON {method: {param: value}} merged over the defaults')
+    ap.add_argument("--davae-steps", action="store_true", help="also run the DAVAE model step by step per size")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    overrides = json.loads(a.params)
     if a.child:
         kind, *rest = a.child
-        out = child_method(rest[0], rest[1], a.threads) if kind == "method" else child_prepare(rest[0])
+        if kind == "method":
+            out = child_method(rest[0], rest[1], a.threads, overrides.get(rest[1]))
+        elif kind == "davae_steps":
+            out = child_davae_steps(rest[0], a.threads, overrides.get("davae"))
+        else:
+            out = child_prepare(rest[0])
         print(json.dumps(out))
         return
 
@@ -120,9 +166,14 @@ def main() -> None:
         path = work / f"prepared_{n}.h5ad"
         if not path.exists():
             make_size(prepared, n, mode="resample", seed=0).write_h5ad(path)
+        if a.davae_steps:
+            r = _spawn(["--threads", str(a.threads), "--params", a.params, "--child", "davae_steps", str(path)],
+                       a.threads)
+            print(json.dumps(r), flush=True)
         for method in a.methods:
             for rep in range(a.repeats):
-                r = _spawn(["--threads", str(a.threads), "--child", "method", str(path), method], a.threads)
+                r = _spawn(["--threads", str(a.threads), "--params", a.params, "--child", "method", str(path), method],
+                           a.threads)
                 r.update(method=method, n_cells=n, repeat=rep)
                 print(json.dumps(r), flush=True)
                 rows.append(r)
