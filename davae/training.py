@@ -154,7 +154,9 @@ def train(
     step = 0
     bar = tqdm(range(epochs), desc="DAVAE", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
-        sums = dict.fromkeys(("loss", "recon", "kl", "domain"), 0.0)
+        # loss parts summed on the device and read back once per epoch (a per-step read would make every
+        # CUDA step wait for the GPU)
+        sums = {k: torch.zeros((), device=device) for k in ("loss", "recon", "kl", "domain")}
         scale = 1.0
         for idx in _minibatches(cells, params.batch_size, rng):
             if params.lambda_schedule == "ganin":
@@ -165,9 +167,9 @@ def train(
             opt.step()
             step += 1
             for k in sums:
-                sums[k] += float(parts[k].detach()) * len(idx)
+                sums[k] += parts[k].detach() * len(idx)
         for k in sums:
-            history[k].append(sums[k] / n)
+            history[k].append(float(sums[k]) / n)
         history["grl_scale"].append(scale)
         if not all(math.isfinite(history[k][-1]) for k in sums):
             raise FloatingPointError(

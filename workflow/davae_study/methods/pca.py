@@ -19,11 +19,13 @@ def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", n_comps: int 
     n_comps = int(min(n_comps, adata.n_obs - 1, adata.n_vars - 1))
     if n_comps < 2:
         raise ValueError(f"PCA needs at least 3 cells and 3 genes, got {adata.shape}")
-    work = adata.copy()
-    if scale:
-        sc.pp.scale(work, max_value=10)
-    sc.pp.pca(work, n_comps=n_comps, random_state=seed, svd_solver="arpack")
+    X = adata.X
+    if scale:  # scaling densifies and rewrites X: only then is a copy needed
+        X = sc.pp.scale(X, max_value=10, copy=True)
+    # PCA of the matrix itself (sparse input stays sparse: scanpy centres implicitly), no copy of the AnnData
+    x_pca, _, variance_ratio, _ = sc.pp.pca(X, n_comps=n_comps, random_state=seed, svd_solver="arpack",
+                                            return_info=True)
     out = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy())
-    out.obsm["X_emb"] = np.asarray(work.obsm["X_pca"], dtype=np.float32)
-    out.uns["pca"] = {"variance_ratio": work.uns["pca"]["variance_ratio"]}
+    out.obsm["X_emb"] = np.asarray(x_pca, dtype=np.float32)
+    out.uns["pca"] = {"variance_ratio": np.asarray(variance_ratio)}
     return out
