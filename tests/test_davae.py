@@ -254,6 +254,18 @@ def test_cli_integrate(tmp_path):
     assert list(out.obs_names) == list(a.obs_names) and list(out.obs.columns) == list(a.obs.columns)
     assert out.n_vars == 20 and "X_davae" in out.obsm and "davae_recovered" in out.layers
     assert (tmp_path / "m.pt").exists()
+    assert out.uns["davae"]["precision"] == "auto" and not out.uns["davae"]["params"]["early_stopping"]
+
+
+def test_cli_precision_and_early_stopping(tmp_path):
+    _toy(n_per_batch=60).write_h5ad(tmp_path / "in.h5ad")
+    rc = cli_main(["integrate", str(tmp_path / "in.h5ad"), str(tmp_path / "out.h5ad"), "--epochs", "3",
+                   "--min-steps", "0", "--batch-size", "16", "--hidden-layers", "16,8", "--n-top-genes", "20",
+                   "--no-progress", "--precision", "fp32", "--early-stopping"])
+    assert rc == 0
+    u = ad.read_h5ad(tmp_path / "out.h5ad").uns["davae"]
+    assert u["precision"] == "fp32" and u["params"]["early_stopping"]
+    assert len(u["history"]["val_loss"]) == len(u["history"]["loss"]) == 3
 
 
 def test_cli_error_is_one_line(tmp_path, capsys):
