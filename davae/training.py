@@ -1,4 +1,5 @@
-"""Training loop: sparse CSR minibatches, one Adam optimiser over all parts, optional λ ramp, tqdm."""
+"""Training loop: sparse CSR minibatches, one (fused) Adam optimiser over all parts, optional λ ramp,
+optional early stopping on a held-out split, optional bf16 autocast, tqdm progress with the loss parts."""
 
 from __future__ import annotations
 
@@ -126,8 +127,8 @@ def train(
     clf_ids = {id(p) for p in clf}
     rest = [p for p in module.parameters() if id(p) not in clf_ids]
     opt = make_optimizer([{"params": rest}, {"params": clf, "lr": params.lr * params.classifier_lr_factor}], params)
-    amp = dict(device_type=device.type, dtype=resolve_precision(precision, device) or torch.bfloat16)
-    amp["enabled"] = resolve_precision(precision, device) is not None
+    amp_dtype = resolve_precision(precision, device)
+    amp = dict(device_type=device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None)
     if params.early_stopping:
         cells, held_out = validation_split(np.asarray(codes), params.validation_fraction, seed)
     else:
