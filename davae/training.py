@@ -69,6 +69,44 @@ def dense_rows(X: Any, idx: np.ndarray) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
+class MinibatchSource:
+    """Minibatches (dense float32 rows, batch codes, one-hots, weights) of the training data on ``device``.
+
+    Rows come from ``X`` (CSR or dense, on the host) one minibatch at a time: only those rows are densified
+    and copied to the device. With ``on_device=True`` the whole matrix is instead densified once, in chunks
+    of rows, into one device tensor, and minibatches are gathered there: no host work and no host-to-device
+    copy per step, at the cost of cells × genes × 4 bytes of device memory. ``on_device=None`` (auto) does
+    that on CUDA when the dense matrix takes at most half of the free GPU memory (762k cells × 2,000 genes =
+    6.1 GB), never on CPU, where gathering CSR rows is not the bottleneck and the dense copy would cost RAM.
+    Either way a minibatch holds the same values, so training is the same.
+    """
+
+    def __init__(self, X: Any, codes: np.ndarray, weights: np.ndarray, n_batches: int, device: torch.device,
+                 on_device: bool | None = None, chunk: int = 8192):
+        n, g = X.shape
+        if on_device is None:
+            on_device = device.type == "cuda" and n * g * 4 <= 0.5 * torch.cuda.mem_get_info(device)[0]
+        self.X, self.device, self.on_device = X, device, bool(on_device)
+        self.codes = torch.from_numpy(np.array(codes, dtype=np.int64)).to(device)  # np.array: own, writable copy
+        self.weights = torch.from_numpy(np.array(weights, dtype=np.float32)).to(device)
+        self.eye = torch.eye(n_batches, device=device)
+        if self.on_device:
+            self.dense = torch.empty((n, g), dtype=torch.float32, device=device)
+            for i in range(0, n, chunk):
+                rows = np.arange(i, min(i + chunk, n))
+                self.dense[i : i + len(rows)] = torch.from_numpy(dense_rows(X, rows)).to(device)
+
+    def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x, codes, onehot, weights)`` of the cells ``idx``."""
+        it = torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.device)
+        if self.on_device:
+            x = self.dense.index_select(0, it)
+        else:
+            x = torch.from_numpy(dense_rows(self.X, idx)).to(self.device)
+        b = self.codes[it]
+        return x, b, self.eye[b], self.weights[it]
+
+
 def n_epochs(n_cells: int, params: DAVAEParams) -> int:
     """Epochs to run: ``params.epochs`` raised so that at least ``params.min_steps`` optimiser steps run."""
     steps_per_epoch = math.ceil(n_cells / params.batch_size)
@@ -114,12 +152,13 @@ def train(
     device: torch.device = torch.device("cpu"),
     precision: str = "auto",
     progress: bool = True,
+    rows_on_device: bool | None = None,
 ) -> dict[str, list[float]]:
     """Fit ``module`` in place on ``X`` (cells × genes, CSR or dense), batch ``codes`` and per-cell
     reconstruction ``weights``. Returns the per-epoch history: mean loss parts, the GRL scale and, with
     ``params.early_stopping``, the held-out loss ``val_loss`` (the best epoch's weights are restored).
 
-    ``precision``: see :func:`resolve_precision`."""
+    ``precision``: see :func:`resolve_precision`; ``rows_on_device``: see :class:`MinibatchSource`."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     module.to(device).train()
@@ -137,16 +176,13 @@ def train(
     epochs = n_epochs(n, params)
     steps_per_epoch = len(_minibatches(cells, params.batch_size, np.random.default_rng(0)))
     total_steps = epochs * steps_per_epoch
-    codes_t = torch.as_tensor(codes, dtype=torch.long)
-    w_t = torch.as_tensor(weights, dtype=torch.float32)
-    eye = torch.eye(module.n_batches)
+    source = MinibatchSource(X, codes, weights, module.n_batches, device, on_device=rows_on_device)
 
     def batch_loss(idx: np.ndarray, scale: float) -> dict[str, torch.Tensor]:
-        x = torch.from_numpy(dense_rows(X, idx)).to(device)
+        x, b, onehot, w = source(idx)
         with torch.autocast(**amp):
-            out = module(x, eye[codes_t[idx]].to(device), grl_scale=scale)
-        return davae_loss(out, x, codes_t[idx].to(device), w_t[idx].to(device), params.domain_lambda,
-                          params.recon_loss)
+            out = module(x, onehot, grl_scale=scale)
+        return davae_loss(out, x, b, w, params.domain_lambda, params.recon_loss)
 
     history: dict[str, list[float]] = {k: [] for k in ("loss", "recon", "kl", "domain", "grl_scale")}
     if held_out is not None:

@@ -160,6 +160,34 @@ def test_bf16_autocast_trains_with_float32_loss():
     assert np.isfinite(res.uns["davae"]["history"]["loss"]).all()
 
 
+@pytest.mark.parametrize("sparse", [True, False])
+def test_rows_on_device_train_the_same(sparse):
+    """Gathering minibatches from one dense device copy (auto on CUDA) gives the same training as
+    densifying CSR rows per step (the CPU default)."""
+    from davae.training import MinibatchSource, train
+
+    a = _lognorm(_toy(sparse=sparse))
+    codes = a.obs["batch"].cat.codes.to_numpy()
+    w = np.ones(a.n_obs, dtype=np.float32)
+    src = MinibatchSource(a.X, codes, w, 2, torch.device("cpu"), on_device=True, chunk=7)
+    idx = np.array([5, 0, 79, 33])
+    x, b, onehot, ww = src(idx)
+    dense = a.X.toarray() if sparse else a.X
+    assert np.array_equal(x.numpy(), dense[idx]) and b.tolist() == codes[idx].tolist()
+    assert onehot.argmax(1).tolist() == codes[idx].tolist() and ww.tolist() == [1.0] * 4
+    assert not MinibatchSource(a.X, codes, w, 2, torch.device("cpu")).on_device  # auto: never on CPU
+    p = davae.get_params("default", **TINY)
+    runs = []
+    for on_device in (False, True):
+        m = DAVAEModule(a.n_vars, 2, p.hidden_layers, p.latent_dim)
+        torch.manual_seed(0)
+        m.reset_parameters()
+        h = train(m, a.X, codes, w, p, seed=0, progress=False, rows_on_device=on_device)
+        runs.append((h["loss"], [t.detach().clone() for t in m.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(u, v) for u, v in zip(runs[0][1], runs[1][1]))
+
+
 def test_validation_split_is_stratified_and_disjoint():
     codes = np.repeat([0, 1, 2], [50, 20, 30])
     tr, va = validation_split(codes, 0.1, seed=0)
