@@ -183,15 +183,23 @@ class _SoftplusReconstruction(torch.autograd.Function):
             coef_1 = -2.0 * m * dl_dvar / resid.numel()
             loss, coef_r, coef_1 = loss.to(resid.dtype), coef_r.to(resid.dtype), coef_1.to(resid.dtype)
             ctx.save_for_backward(logits, resid, w, coef_r, coef_1)
+            ctx.gaussian = False
         else:
             loss = (resid.pow(2).sum(1) * w).sum() * (0.5 / n)
-            ctx.save_for_backward(logits, resid, w, resid.new_tensor(1.0 / n), None)
+            # the coefficient stays a Python float: a device tensor made from it would be a host-to-device
+            # copy, i.e. a synchronisation, in every CUDA step
+            ctx.save_for_backward(logits, resid, w)
+            ctx.gaussian, ctx.inv_n = True, 1.0 / n
         return loss
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
-        logits, resid, w, coef_r, coef_1 = ctx.saved_tensors
-        g = torch.sigmoid(logits).mul_(resid * coef_r if coef_1 is None else resid * coef_r + coef_1)
+        if ctx.gaussian:
+            logits, resid, w = ctx.saved_tensors
+            g = torch.sigmoid(logits).mul_(resid * ctx.inv_n)
+        else:
+            logits, resid, w, coef_r, coef_1 = ctx.saved_tensors
+            g = torch.sigmoid(logits).mul_(resid * coef_r + coef_1)
         g.mul_(w[:, None] * -grad)
         return g, None, None, None
 
