@@ -7,7 +7,8 @@ import anndata as ad
 import numpy as np
 import pytest
 
-from davae_study.methods import check_result, run_method
+from davae_study.io import read_h5ad
+from davae_study.methods import check_result, method_layers, run_method
 
 
 def _register(name, run):
@@ -75,3 +76,35 @@ def test_check_result_shape_of_corrected(ifnb_prepared):
     check_result(ifnb_prepared, bad, "x")
     with pytest.raises(ValueError, match="returned no obsm"):
         check_result(ifnb_prepared, ad.AnnData(obs=ifnb_prepared.obs.copy()), "x")
+
+
+def test_methods_get_only_the_layers_they_declare(tmp_path, ifnb_prepared):
+    """A method module names the prepared layers it reads in LAYERS; integrate loads only those."""
+    from davae_study import pipeline
+
+    path = tmp_path / "prepared.h5ad"
+    ifnb_prepared.write_h5ad(path)
+    seen = {}
+
+    def run(adata, *, seed=0, device="cpu"):
+        seen["layers"] = sorted(adata.layers)
+        out = ad.AnnData(obs=adata.obs.copy())
+        out.obsm["X_emb"] = np.zeros((adata.n_obs, 2), dtype=np.float32)
+        return out
+
+    plain = _register("tests_fake_plain", run)
+    counted = _register("tests_fake_counts", run)
+    sys.modules[counted].LAYERS = ("counts",)
+    assert method_layers("pca") == () and method_layers("x", plain) == ()
+    assert method_layers("x", counted) == ("counts",)
+    assert method_layers("x", "davae_study.methods.does_not_exist") == ()  # failure recorded by run_method
+    pipeline.integrate(str(path), str(tmp_path / "a.h5ad"), method="a", module=plain, params={})
+    assert seen["layers"] == []
+    pipeline.integrate(str(path), str(tmp_path / "b.h5ad"), method="b", module=counted, params={})
+    assert seen["layers"] == ["counts"]
+    # the partial read holds the same matrix and annotations as a full read
+    full, part = ad.read_h5ad(path), read_h5ad(path, layers=())
+    assert (full.X != part.X).nnz == 0 and full.obs.equals(part.obs) and full.var.equals(part.var)
+    assert not part.layers and (read_h5ad(path, layers=("counts",)).layers["counts"] != full.layers["counts"]).nnz == 0
+    with pytest.raises(ValueError, match="has no layers"):
+        read_h5ad(path, layers=("spliced",))

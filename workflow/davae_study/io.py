@@ -47,6 +47,27 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, compression: str | No
         adata.write_h5ad(tmp, compression=compression)
 
 
+def read_h5ad(path: str | os.PathLike, *, layers: tuple[str, ...] | None = None) -> ad.AnnData:
+    """Read an ``.h5ad``; with ``layers`` given, only those layers are loaded (the others never reach memory).
+
+    ``X``, ``obs``, ``var``, ``uns``, ``obsm``, ``varm`` and ``obsp`` are always read. A named layer the
+    file lacks is a one-line error.
+    """
+    if layers is None:
+        return ad.read_h5ad(path)
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(path, "r") as f:
+        parts = {k: read_elem(f[k]) for k in ("X", "obs", "var", "uns", "obsm", "varm", "obsp") if k in f}
+        have = set(f["layers"]) if "layers" in f else set()
+        missing = [name for name in layers if name not in have]
+        if missing:
+            raise ValueError(f"{path} has no layers {missing} (it has {sorted(have)}); rerun the step that writes it")
+        parts["layers"] = {name: read_elem(f["layers"][name]) for name in layers}
+    return ad.AnnData(**parts)
+
+
 def write_tsv(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) -> None:
     """Write a tab-separated table atomically (NaN as empty field, pandas' default)."""
     with atomic_path(path) as tmp:

@@ -31,7 +31,7 @@ from typing import Any
 import anndata as ad
 import pandas as pd
 
-from .io import read_tsv, write_h5ad, write_tsv
+from .io import read_h5ad, read_tsv, write_h5ad, write_tsv
 
 log = logging.getLogger("davae_study")
 
@@ -126,9 +126,10 @@ def integrate(prepared_path: str, out_h5ad: str, *, method: str, module: str | N
     ``threads`` caps torch's and the BLAS libraries' thread pools at the job's share of the machine: more
     threads than cores make torch's spin-waiting workers an order of magnitude slower on a busy machine.
     """
-    from .methods import run_method, thread_limit
+    from .methods import method_layers, run_method, thread_limit
 
-    prepared = ad.read_h5ad(prepared_path)
+    # only the layers the method declares (LAYERS): the counts layer is as large as X
+    prepared = read_h5ad(prepared_path, layers=method_layers(method, module))
     with thread_limit(threads):
         result = run_method(method, prepared, module=module, params=params, seed=seed, device=device,
                             on_error=on_error)

@@ -5,7 +5,9 @@ Method contract (one module per method, named in the config's ``methods:`` table
     def run(adata: AnnData, *, seed: int = 0, device: str = "auto", **params) -> AnnData
 
 ``adata`` is a prepared AnnData (docs/CONTRACTS.md) whose expression matrices are shared with the caller:
-a method copies before it modifies ``X`` or a layer. The result has the same cells in the same order and
+a method copies before it modifies ``X`` or a layer. It holds the layers the module names in a module-level
+``LAYERS`` tuple (e.g. ``LAYERS = ("counts",)`` for a count-based model) and no others: the workflow does not
+load the raw counts (as large as ``X``) for methods that do not use them (:func:`method_layers`). The result has the same cells in the same order and
 ``obsm['X_emb']``, plus ``layers['corrected']`` where the method returns corrected expression.
 :func:`run_method` imports the module, times the call, checks the result against the contract and returns
 the ``integrated/<method>.h5ad`` object. A method that raises becomes a *failed* record (no embedding,
@@ -31,8 +33,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_method", "check_result", "failed_result", "resolve_device", "import_method", "thread_limit",
-           "peak_rss_mb"]
+__all__ = ["run_method", "check_result", "failed_result", "resolve_device", "import_method", "method_layers",
+           "thread_limit", "peak_rss_mb"]
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -55,6 +57,17 @@ def import_method(module: str):
     if not callable(getattr(mod, "run", None)):
         raise ValueError(f"method module {module!r} has no run(adata, *, seed, device, **params) function")
     return mod
+
+
+def method_layers(name: str, module: str | None = None) -> tuple[str, ...]:
+    """Layers of ``prepared.h5ad`` the method reads: its module's ``LAYERS`` (default: none). A module that
+    cannot be imported needs none: :func:`run_method` then records the import error as the method's failure."""
+    try:
+        mod = import_method(module or f"{__name__}.{name}")
+    except ValueError:
+        return ()
+    layers = getattr(mod, "LAYERS", ())
+    return (layers,) if isinstance(layers, str) else tuple(layers)
 
 
 def check_result(prepared: ad.AnnData, result: ad.AnnData, name: str) -> None:
