@@ -230,17 +230,13 @@ def davae_loss(
 ) -> dict[str, torch.Tensor]:
     """Minibatch loss: mean over cells of ``recon + KL + CE·D·λ``; returns the total and its parts.
 
-    ``batch`` holds integer batch codes, ``w`` the per-cell reconstruction weight. ``out`` holds the decoder
-    output either before its softplus (``x_logits``, as :meth:`DAVAEModule.forward` returns it; fused term)
-    or after (``x_hat``; the term as written in :func:`scbean_reconstruction` / :func:`gaussian_reconstruction`).
-    Every part is computed in float32, also when the network ran under bf16 autocast.
+    ``batch`` holds integer batch codes, ``w`` the per-cell reconstruction weight. ``out`` is what
+    :meth:`DAVAEModule.forward` returns; its decoder output ``x_logits`` is taken before the softplus, which
+    :func:`softplus_reconstruction` applies inside the fused reconstruction term (equal in value and gradient
+    to :func:`scbean_reconstruction` / :func:`gaussian_reconstruction` of ``softplus(x_logits)``). Every part
+    is computed in at least float32, also when the network ran under bf16 autocast.
     """
-    if "x_logits" in out:
-        recon = softplus_reconstruction(_full(out["x_logits"]), x, w, recon_loss)
-    elif recon_loss == "scbean":
-        recon = scbean_reconstruction(x, out["x_hat"], w).mean()
-    else:
-        recon = gaussian_reconstruction(x, out["x_hat"], w).mean()
+    recon = softplus_reconstruction(_full(out["x_logits"]), x, w, recon_loss)
     kl = kl_normal(_full(out["mu"]), _full(out["logvar"]))
     domain = F.cross_entropy(_full(out["logits"]), batch, reduction="none") * x.shape[1] * domain_lambda
     parts = {"recon": recon, "kl": kl.mean(), "domain": domain.mean()}

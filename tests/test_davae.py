@@ -99,7 +99,8 @@ def test_loss_matches_hand_computation():
     logits = np.array([[2.0, 0.0], [0.0, 1.0]])
     b = np.array([0, 1])
     lam, D = 2.5, 3
-    out = {"mu": torch.tensor(mu), "logvar": torch.tensor(lv), "x_hat": torch.tensor(xh),
+    # the decoder output before its softplus, as the network returns it: softplus(log(expm1(x̂))) = x̂
+    out = {"mu": torch.tensor(mu), "logvar": torch.tensor(lv), "x_logits": torch.tensor(np.log(np.expm1(xh))),
            "logits": torch.tensor(logits)}
     args = (torch.tensor(x), torch.tensor(b), torch.tensor(w), lam)
     # by hand
