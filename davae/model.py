@@ -110,6 +110,7 @@ class DAVAE:
         self.history = training.train(
             self.module, X, self._codes, self.reconstruction_weights(self._codes), self.params,
             seed=seed, device=self.device, precision=precision, progress=progress,
+            batch_names=self.batch_categories,
         )
         self.precision = precision
         self.seed = seed

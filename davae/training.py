@@ -125,16 +125,19 @@ def _minibatches(cells: np.ndarray, batch_size: int, rng: np.random.Generator) -
     return chunks
 
 
-def validation_split(codes: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(codes: np.ndarray, fraction: float, seed: int,
+                     batch_names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Training and held-out cell indices, the same ``fraction`` of every batch held out (at least one cell;
-    at least two kept for training). Drawn from its own generator, so the minibatch order is unaffected."""
+    at least two kept for training). Drawn from its own generator, so the minibatch order is unaffected.
+    ``batch_names[code]`` names a batch in the error for one too small to split (default: its code)."""
     rng = np.random.default_rng([seed, 1])
     held = []
     for b in np.unique(codes):
         members = np.flatnonzero(codes == b)
         k = max(1, int(round(fraction * len(members))))
         if len(members) - k < 2:
-            raise ValueError(f"batch {b} has {len(members)} cells, too few to hold out {fraction:.0%} for early "
+            name = repr(batch_names[b]) if batch_names is not None else str(b)
+            raise ValueError(f"batch {name} has {len(members)} cells, too few to hold out {fraction:.0%} for early "
                              "stopping; set early_stopping=False or lower validation_fraction")
         held.append(rng.choice(members, size=k, replace=False))
     val = np.sort(np.concatenate(held))
@@ -153,12 +156,14 @@ def train(
     precision: str = "auto",
     progress: bool = True,
     rows_on_device: bool | None = None,
+    batch_names: list[str] | None = None,
 ) -> dict[str, list[float]]:
     """Fit ``module`` in place on ``X`` (cells × genes, CSR or dense), batch ``codes`` and per-cell
     reconstruction ``weights``. Returns the per-epoch history: mean loss parts, the GRL scale and, with
     ``params.early_stopping``, the held-out loss ``val_loss`` (the best epoch's weights are restored).
 
-    ``precision``: see :func:`resolve_precision`; ``rows_on_device``: see :class:`MinibatchSource`."""
+    ``precision``: see :func:`resolve_precision`; ``rows_on_device``: see :class:`MinibatchSource`;
+    ``batch_names``: the batch labels of the codes, for error messages."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     module.to(device).train()
@@ -169,7 +174,7 @@ def train(
     amp_dtype = resolve_precision(precision, device)
     amp = dict(device_type=device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None)
     if params.early_stopping:
-        cells, held_out = validation_split(np.asarray(codes), params.validation_fraction, seed)
+        cells, held_out = validation_split(np.asarray(codes), params.validation_fraction, seed, batch_names)
     else:
         cells, held_out = np.arange(X.shape[0]), None
     n = len(cells)

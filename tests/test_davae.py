@@ -197,6 +197,8 @@ def test_validation_split_is_stratified_and_disjoint():
     assert np.array_equal(va, validation_split(codes, 0.1, seed=0)[1])  # seeded
     with pytest.raises(ValueError, match="too few to hold out"):
         validation_split(np.repeat([0, 1], [50, 2]), 0.1, seed=0)
+    with pytest.raises(ValueError, match="batch 'stim' has 2 cells"):  # named by its label when known
+        validation_split(np.repeat([0, 1], [50, 2]), 0.1, seed=0, batch_names=["ctrl", "stim"])
 
 
 def test_early_stopping_stops_after_patience_and_keeps_best():
