@@ -122,15 +122,20 @@ class DAVAEModule(nn.Module):
         h = torch.cat([z, onehot], 1) if self.decoder_batch else z
         return self.out(self.decoder(h))
 
-    def forward(self, x: torch.Tensor, onehot: torch.Tensor, grl_scale: float = 1.0) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, onehot: torch.Tensor, grl_scale: float = 1.0,
+                recon_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Encode, sample ``z`` (reparameterisation), decode, and classify the domain of ``z`` through the GRL.
 
         The decoder output is returned before its softplus (``x_logits``): :func:`davae_loss` applies the
         softplus inside its fused reconstruction term, which saves the elementwise passes of a separate one.
+        ``recon_rows`` (indices into the minibatch): compute ``x_logits`` for these cells only, e.g. those
+        with a non-zero reconstruction weight. The decoder's hidden layers, and so their batch statistics,
+        still see every cell; only the genes-wide output layer is skipped for the others.
         """
         mu, logvar = self.encode(x, onehot)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        x_logits = self.decode_logits(z, onehot)
+        h = self.decoder(torch.cat([z, onehot], 1) if self.decoder_batch else z)
+        x_logits = self.out(h if recon_rows is None else h.index_select(0, recon_rows))
         logits = self.classifier(grad_reverse(z, grl_scale))
         return {"mu": mu, "logvar": logvar, "z": z, "x_logits": x_logits, "logits": logits}
 
@@ -162,25 +167,29 @@ class _SoftplusReconstruction(torch.autograd.Function):
     written in closed form, ``−w·sigmoid(logits)·∂L/∂r``, where ``∂L/∂r`` is ``r/N`` for the Gaussian term
     and ``(2A·r + B)/(N·D)`` for scbean's minibatch-variance term (``A``, ``B`` scalars from ``σ²`` and the
     residual mean). Only ``logits`` receives a gradient; ``x`` and ``w`` are data.
+
+    ``n`` is the number of cells of the minibatch when ``logits`` holds only some of them: the others have
+    weight 0, so their residual ``w·(x − x̂)`` is 0 and they add nothing to the sums, only to the counts.
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, x: torch.Tensor, w: torch.Tensor, kind: str) -> torch.Tensor:  # noqa: D102
-        n, d = x.shape
+    def forward(ctx, logits: torch.Tensor, x: torch.Tensor, w: torch.Tensor, kind: str, n: int) -> torch.Tensor:  # noqa: D102
+        d = x.shape[1]
+        numel = n * d
         resid = x - F.softplus(logits)
         if kind == "scbean":
             resid.mul_(w[:, None])
             flat = resid.view(-1)
             # one BLAS dot and one sum (torch.var_mean is ~50x slower here); scalars in float64 so that
             # σ² = E[r²] − E[r]² keeps its precision
-            s2 = torch.dot(flat, flat).double() / flat.numel()  # mean of r² = mean over cells of mse_i
-            m = flat.sum().double() / flat.numel()
+            s2 = torch.dot(flat, flat).double() / numel  # mean of r² = mean over cells of mse_i
+            m = flat.sum().double() / numel
             var = s2 - m * m
             log_var = torch.log(var)
             loss = 0.5 * d * (s2 + log_var) / var
             dl_dvar = 0.5 * d * (1.0 - s2 - log_var) / (var * var)
-            coef_r = 2.0 * (0.5 * d / var + dl_dvar) / resid.numel()  # ∂L/∂r = coef_r·r + coef_1
-            coef_1 = -2.0 * m * dl_dvar / resid.numel()
+            coef_r = 2.0 * (0.5 * d / var + dl_dvar) / numel  # ∂L/∂r = coef_r·r + coef_1
+            coef_1 = -2.0 * m * dl_dvar / numel
             loss, coef_r, coef_1 = loss.to(resid.dtype), coef_r.to(resid.dtype), coef_1.to(resid.dtype)
             ctx.save_for_backward(logits, resid, w, coef_r, coef_1)
             ctx.gaussian = False
@@ -201,13 +210,17 @@ class _SoftplusReconstruction(torch.autograd.Function):
             logits, resid, w, coef_r, coef_1 = ctx.saved_tensors
             g = torch.sigmoid(logits).mul_(resid * coef_r + coef_1)
         g.mul_(w[:, None] * -grad)
-        return g, None, None, None
+        return g, None, None, None, None
 
 
-def softplus_reconstruction(logits: torch.Tensor, x: torch.Tensor, w: torch.Tensor, kind: str) -> torch.Tensor:
+def softplus_reconstruction(logits: torch.Tensor, x: torch.Tensor, w: torch.Tensor, kind: str,
+                            n_cells: int | None = None) -> torch.Tensor:
     """Minibatch mean of the ``kind`` (``"scbean"`` or ``"gaussian"``) reconstruction term of
-    ``softplus(logits)`` against ``x`` with per-cell weights ``w``, fused (see :class:`_SoftplusReconstruction`)."""
-    return _SoftplusReconstruction.apply(logits, x, w, kind)
+    ``softplus(logits)`` against ``x`` with per-cell weights ``w``, fused (see :class:`_SoftplusReconstruction`).
+
+    ``n_cells``: size of the minibatch when ``logits``/``x``/``w`` hold only its cells of non-zero weight
+    (default: ``len(x)``); the result equals the term over the whole minibatch with the others at weight 0."""
+    return _SoftplusReconstruction.apply(logits, x, w, kind, len(x) if n_cells is None else int(n_cells))
 
 
 def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -227,6 +240,7 @@ def davae_loss(
     w: torch.Tensor,
     domain_lambda: float,
     recon_loss: str = "gaussian",
+    recon_rows: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Minibatch loss: mean over cells of ``recon + KL + CE·D·λ``; returns the total and its parts.
 
@@ -234,9 +248,12 @@ def davae_loss(
     :meth:`DAVAEModule.forward` returns; its decoder output ``x_logits`` is taken before the softplus, which
     :func:`softplus_reconstruction` applies inside the fused reconstruction term (equal in value and gradient
     to :func:`scbean_reconstruction` / :func:`gaussian_reconstruction` of ``softplus(x_logits)``). Every part
-    is computed in at least float32, also when the network ran under bf16 autocast.
+    is computed in at least float32, also when the network ran under bf16 autocast. ``recon_rows``: the
+    minibatch rows ``x_logits`` was computed for (see :meth:`DAVAEModule.forward`); every other row must
+    have weight 0.
     """
-    recon = softplus_reconstruction(_full(out["x_logits"]), x, w, recon_loss)
+    xr, wr = (x, w) if recon_rows is None else (x.index_select(0, recon_rows), w.index_select(0, recon_rows))
+    recon = softplus_reconstruction(_full(out["x_logits"]), xr, wr, recon_loss, n_cells=x.shape[0])
     kl = kl_normal(_full(out["mu"]), _full(out["logvar"]))
     domain = F.cross_entropy(_full(out["logits"]), batch, reduction="none") * x.shape[1] * domain_lambda
     parts = {"recon": recon, "kl": kl.mean(), "domain": domain.mean()}

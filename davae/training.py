@@ -182,12 +182,22 @@ def train(
     steps_per_epoch = len(_minibatches(cells, params.batch_size, np.random.default_rng(0)))
     total_steps = epochs * steps_per_epoch
     source = MinibatchSource(X, codes, weights, module.n_batches, device, on_device=rows_on_device)
+    # cells of weight 0 (all but the reference under recon_weight="reference") add nothing to the
+    # reconstruction term: the genes-wide output layer and the term run on the others only (found on the
+    # host, so no device synchronisation). A minibatch without any weighted cell keeps all rows.
+    w_host = np.asarray(weights, dtype=np.float32)
+    some_zero = bool((w_host == 0).any())
 
     def batch_loss(idx: np.ndarray, scale: float) -> dict[str, torch.Tensor]:
         x, b, onehot, w = source(idx)
+        rows = None
+        if some_zero:
+            keep = np.flatnonzero(w_host[idx] != 0)
+            if 0 < len(keep) < len(idx):
+                rows = torch.from_numpy(keep).to(device)
         with torch.autocast(**amp):
-            out = module(x, onehot, grl_scale=scale)
-        return davae_loss(out, x, b, w, params.domain_lambda, params.recon_loss)
+            out = module(x, onehot, grl_scale=scale, recon_rows=rows)
+        return davae_loss(out, x, b, w, params.domain_lambda, params.recon_loss, recon_rows=rows)
 
     history: dict[str, list[float]] = {k: [] for k in ("loss", "recon", "kl", "domain", "grl_scale")}
     if held_out is not None:

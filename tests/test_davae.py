@@ -144,6 +144,31 @@ def test_fused_reconstruction_equals_the_written_term(kind, ref):
     assert float(softplus_reconstruction(l32, x32, w32, kind)) == pytest.approx(float(want), rel=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["scbean", "gaussian"])
+def test_skipping_zero_weight_cells_changes_nothing(kind):
+    """Training computes the output layer and the reconstruction term only for cells of non-zero weight
+    (recon_rows); loss and every parameter gradient equal those of the whole minibatch."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.relu(torch.randn(16, 30, dtype=torch.float64, generator=g))
+    b = torch.arange(16) % 2
+    onehot = torch.eye(2, dtype=torch.float64)[b]
+    w = (b == 0).double()
+    module = DAVAEModule(30, 2, (12, 8), 3, encoder_batch=True).double()
+    rows = torch.nonzero(w).flatten()
+    results = []
+    for recon_rows in (None, rows):
+        torch.manual_seed(0)  # the same z noise and dropout masks
+        module.zero_grad()
+        out = module(x, onehot, grl_scale=1.0, recon_rows=recon_rows)
+        assert out["x_logits"].shape[0] == (16 if recon_rows is None else 8)
+        parts = davae_loss(out, x, b, w, 1.5, kind, recon_rows=recon_rows)
+        parts["loss"].backward()
+        results.append((float(parts["recon"]), [p.grad.clone() for p in module.parameters()]))
+    (full, g_full), (sub, g_sub) = results
+    assert sub == pytest.approx(full, rel=1e-12)
+    assert all(torch.allclose(a, c, rtol=1e-10, atol=1e-13) for a, c in zip(g_full, g_sub))
+
+
 def test_precision_resolution():
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) is None  # float32 on CPU
