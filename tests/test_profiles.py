@@ -95,8 +95,8 @@ os.execvp(argv[k], argv[k:])
 
 FAKE_SINFO = r'''#!{py}
 print("PARTITION")
-print("cpu*")
-print("gpu")
+for name in {partitions!r}:
+    print(name)
 '''
 
 FAKE_SCONTROL = r'''#!{py}
@@ -132,7 +132,8 @@ metrics: {enabled: [asw_batch]}
 """
 
 
-def fake_slurm(tmp_path: Path) -> tuple[Path, Path]:
+def fake_slurm(tmp_path: Path, partitions=("cpu*", "gpu")) -> tuple[Path, Path]:
+    """Fake SLURM commands in ``tmp_path/fakebin``; ``sinfo`` lists ``partitions`` (``*``: the default)."""
     bin_dir, state = tmp_path / "fakebin", tmp_path / "slurm_state"
     bin_dir.mkdir()
     state.mkdir()
@@ -140,7 +141,7 @@ def fake_slurm(tmp_path: Path) -> tuple[Path, Path]:
                        ("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL),
                        ("sinfo", FAKE_SINFO)]:
         path = bin_dir / name
-        path.write_text(body.format(py=PY))
+        path.write_text(body.format(py=PY, partitions=list(partitions)))
         path.chmod(0o755)
     return bin_dir, state
 
@@ -164,18 +165,24 @@ def test_profiles_are_valid_yaml_with_the_documented_keys():
     assert "executor" not in local and local["cores"] == "all" and local["resources"]["gpu"] >= 1
 
 
-@pytest.fixture(scope="module")
-def slurm_run(tmp_path_factory):
-    if not IFNB.exists():
-        pytest.skip(f"{IFNB} not found (shared data sets absent)")
-    tmp_path = tmp_path_factory.mktemp("slurm")
-    bin_dir, state = fake_slurm(tmp_path)
+def run_with_fake_slurm(tmp_path: Path, targets, *, profile=None, partitions=("cpu*", "gpu"), config_extra="",
+                        env_extra=None):
+    """Run ``targets`` against the fake SLURM with profiles/slurm, or with ``profile`` (the contents of a
+    profile.yaml, written to the work directory), and ``config_extra`` appended to the config; returns
+    (process, work directory, sbatch calls, srun calls)."""
+    bin_dir, state = fake_slurm(tmp_path, partitions)
     work = workdir(tmp_path)
+    (work / "tiny.yaml").write_text(CONFIG + config_extra)
+    profile_dir = "profiles/slurm"
+    if profile is not None:
+        profile_dir = "test_profile"
+        (work / profile_dir).mkdir()
+        (work / profile_dir / "profile.yaml").write_text(yaml.safe_dump(profile))
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_DIR": str(state),
-           "OMP_NUM_THREADS": "1", "FAKE_SLURM_FAIL_FIRST": r"rule_integrate_wildcards_.*pca"}
+           "OMP_NUM_THREADS": "1", **(env_extra or {})}
     for var in [v for v in env if v.startswith("SLURM_")]:
         env.pop(var)
-    cmd = [PY, "-m", "snakemake", "results/ifnb/metrics.tsv", "--profile", "profiles/slurm",
+    cmd = [PY, "-m", "snakemake", *targets, "--profile", profile_dir,
            "--configfile", "tiny.yaml", "--slurm-init-seconds-before-status-checks", "1",
            "--seconds-between-status-checks", "1", "--latency-wait", "5"]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
@@ -184,6 +191,33 @@ def slurm_run(tmp_path_factory):
     sruns = [json.loads(line) for line in (state / "srun.jsonl").read_text().splitlines()] \
         if (state / "srun.jsonl").exists() else []
     return proc, work, subs, sruns
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory):
+    """The shipped profile as it is (no default partition); the fake cluster's default partition is cpu."""
+    if not IFNB.exists():
+        pytest.skip(f"{IFNB} not found (shared data sets absent)")
+    return run_with_fake_slurm(tmp_path_factory.mktemp("slurm"), ["results/ifnb/metrics.tsv"],
+                               env_extra={"FAKE_SLURM_FAIL_FIRST": r"rule_integrate_wildcards_.*pca"})
+
+
+SCALING_500 = "scaling: {source: ifnb, mode: resample, sizes: [500], methods: [davae, pca]}\n"
+
+
+@pytest.fixture(scope="module")
+def slurm_partition_run(tmp_path_factory):
+    """The shipped profile plus `default-resources: slurm_partition: cpu` and `set-resources:
+    scaling_integrate: slurm_partition: big`, on a fake cluster whose default partition (sinfo's `*`) is
+    debug: a job that fell back to the cluster's default would show `-p debug`."""
+    if not IFNB.exists():
+        pytest.skip(f"{IFNB} not found (shared data sets absent)")
+    profile = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())
+    profile["default-resources"]["slurm_partition"] = "cpu"
+    profile["set-resources"]["scaling_integrate"] = {"slurm_partition": "big"}
+    targets = [f"results/{d}/integrated/{m}.h5ad" for d in ("ifnb", "scaling/500") for m in ("davae", "pca")]
+    return run_with_fake_slurm(tmp_path_factory.mktemp("slurm_partition"), targets, profile=profile,
+                               partitions=("debug*", "cpu", "gpu", "big"), config_extra=SCALING_500)
 
 
 def _by_rule(subs, rule, *values):
@@ -225,9 +259,10 @@ def test_integrate_requests_from_the_method_table(slurm_run):
 
 @pytest.mark.slow
 def test_method_partition_reaches_sbatch(slurm_run):
-    """methods.davae.resources.slurm_partition: gpu → `-p gpu`; methods without one (DESC, also a GPU method,
-    and PCA) and the other rules go to the cluster's default partition, which the plugin reads from `sinfo`
-    (the fake marks `cpu*`) when a job's slurm_partition is empty or unset."""
+    """methods.davae.resources.slurm_partition: gpu → `-p gpu`. The shipped profile names no default
+    partition, so methods without one (DESC, also a GPU method, and PCA) and the other rules have no
+    slurm_partition and go to the cluster's default partition, which the plugin reads from `sinfo` (the
+    fake marks `cpu*`)."""
     _, _, subs, _ = slurm_run
     (davae,) = _by_rule(subs, "integrate", "ifnb", "davae")
     assert davae["opts"]["-p"] == "gpu" and "--partition" not in davae["opts"]
@@ -236,6 +271,29 @@ def test_method_partition_reaches_sbatch(slurm_run):
     assert len(others) >= 5
     for s in others:
         assert s["opts"].get("-p") == "cpu", s["argv"]
+
+
+@pytest.mark.slow
+def test_methods_without_a_partition_get_the_profile_default(slurm_partition_run):
+    """Profile `default-resources: slurm_partition: cpu` and methods.davae.resources.slurm_partition: gpu:
+    DAVAE's integrate job goes to gpu, PCA's (no partition of its own) to the profile's cpu, not to the
+    cluster's default (the fake sinfo marks `debug*`); the other rules to cpu too; and the profile's
+    `set-resources: scaling_integrate: slurm_partition: big` wins over both for every method."""
+    proc, _, subs, _ = slurm_partition_run
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (davae,) = _by_rule(subs, "integrate", "ifnb", "davae")
+    assert davae["opts"]["-p"] == "gpu" and "--partition" not in davae["opts"]
+    (pca,) = _by_rule(subs, "integrate", "ifnb", "pca")
+    assert pca["opts"]["-p"] == "cpu", pca["argv"]
+    others = _by_rule(subs, "prepare") + _by_rule(subs, "scaling_subsample")
+    assert len(others) == 2
+    for s in others:
+        assert s["opts"]["-p"] == "cpu", s["argv"]
+    scaled = {s["comment"]: s for s in _by_rule(subs, "scaling_integrate")}
+    assert sorted(scaled) == ["rule_scaling_integrate_wildcards_500_davae", "rule_scaling_integrate_wildcards_500_pca"]
+    for s in scaled.values():
+        assert s["opts"]["-p"] == "big", s["argv"]
+    assert len(subs) == 6 and not [s for s in subs if s["opts"].get("-p") == "debug"]
 
 
 @pytest.mark.slow
@@ -280,34 +338,53 @@ def _integrate_resources(out: str, method: str) -> str:
     return block.group(1)
 
 
-@pytest.mark.parametrize("with_partition", [True, False])
-def test_partition_resource_only_when_a_method_names_one(tmp_path, with_partition):
-    """With a method partition configured, integrate (and scaling_integrate) carry slurm_partition per method,
-    empty for the others; with none configured the rules leave it alone, so --default-resources reaches them."""
+def _partition(resources: str):
+    found = re.findall(r"\bslurm_partition=([^,\s]*)", resources)
+    assert len(found) <= 1, resources
+    return found[0] if found else None
+
+
+@pytest.mark.parametrize(
+    "with_partition, extra, expect",
+    [
+        # method partition + default: DAVAE gets gpu, PCA (none of its own) the default
+        (True, ["--default-resources", "slurm_partition=cpu"], {"davae": "gpu", "pca": "cpu"}),
+        # the default may be an expression, evaluated per job as Snakemake would (attempt 1 here)
+        (True, ["--default-resources", "slurm_partition='cpu' if attempt == 1 else 'long'"],
+         {"davae": "gpu", "pca": "cpu"}),
+        # method partition, no default: PCA's jobs carry no slurm_partition (the plugin picks the cluster's)
+        (True, [], {"davae": "gpu", "pca": None}),
+        # set-resources wins over the method table and the default, per rule
+        (True, ["--default-resources", "slurm_partition=cpu", "--set-resources", "integrate:slurm_partition=big"],
+         {"davae": "big", "pca": "big", "scaling:davae": "gpu", "scaling:pca": "cpu"}),
+        # no method partition: the rules leave slurm_partition to the defaults, as before
+        (False, ["--default-resources", "slurm_partition=cpu"], {"davae": "cpu", "pca": "cpu"}),
+        (False, [], {"davae": None, "pca": None}),
+    ],
+)
+def test_partition_resource_per_method_falls_back_to_the_default(tmp_path, with_partition, extra, expect):
+    """integrate and scaling_integrate carry a method's own slurm_partition; a method without one gets the
+    run's default-resources slurm_partition (none when the run sets none); set-resources wins."""
     if not IFNB.exists():
         pytest.skip(f"{IFNB} not found (shared data sets absent)")
     work = workdir(tmp_path)
-    if not with_partition:
-        (work / "tiny.yaml").write_text(CONFIG.replace(", slurm_partition: gpu", ""))
-    scaling = "scaling: {source: ifnb, mode: resample, sizes: [500], methods: [davae, pca]}\n"
-    (work / "tiny.yaml").write_text((work / "tiny.yaml").read_text() + scaling)
+    config = CONFIG if with_partition else CONFIG.replace(", slurm_partition: gpu", "")
+    (work / "tiny.yaml").write_text(config + SCALING_500)
     cmd = [PY, "-m", "snakemake", "results/ifnb/metrics.tsv", "results/scaling/500/integrated/davae.h5ad",
            "results/scaling/500/integrated/pca.h5ad", "--configfile", "tiny.yaml", "--dry-run", "--cores", "2",
-           "--default-resources", "slurm_partition=cpu"]
+           *extra]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    davae, pca = _integrate_resources(out, "davae"), _integrate_resources(out, "pca")
     scaled = re.findall(r"rule scaling_integrate:.*?wildcards: n_cells=500, method=(\w+).*?resources: ([^\n]*)", out, re.S)
     assert sorted(m for m, _ in scaled) == ["davae", "pca"], out[-3000:]
-    scaled = dict(scaled)
-    if with_partition:
-        assert "slurm_partition=gpu" in davae and "slurm_partition=gpu" in scaled["davae"]
-        assert "slurm_partition=cpu" not in pca and "slurm_partition=gpu" not in pca
-        assert "slurm_partition=gpu" not in scaled["pca"]
-    else:
-        for res in (davae, pca, scaled["davae"], scaled["pca"]):
-            assert "slurm_partition=cpu" in res
+    got = {m: _partition(_integrate_resources(out, m)) for m in ("davae", "pca")}
+    got.update({f"scaling:{m}": _partition(res) for m, res in scaled})
+    want = {f"scaling:{m}": p for m, p in expect.items() if ":" not in m} | expect  # scaling as integrate unless given
+    assert got == want
+    # the other rules keep the default as it is
+    prepare = re.search(r"rule prepare:.*?resources: ([^\n]*)", out, re.S).group(1)
+    assert _partition(prepare) == ("cpu" if "--default-resources" in extra else None)
 
 
 # conda name → pip name where they differ

@@ -2,6 +2,7 @@
 import sys
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 # The study library lives inside workflow/; make it importable without an install (make installs it too).
@@ -55,23 +56,65 @@ def method_resource(key, default):
     return get
 
 
+def _default_partition():
+    """The run's default `slurm_partition` (profile or command line `default-resources`) as a Snakemake
+    `Resource` to evaluate per job, None when the run sets none, or False when this Snakemake keeps its
+    default resources in a form not read here (then methods without a partition of their own get none).
+
+    `workflow.resource_settings` is the run's `snakemake.settings.types.ResourceSettings` (the settings
+    object of Snakemake's Python API, as `workflow.config_settings` in the Snakefile); its public field
+    `default_resources` holds what `--default-resources` / a profile's `default-resources` parsed to
+    (Snakemake 9: a `snakemake.resources.Resources`, the same mapping that seeds every rule's resources).
+    """
+    settings = getattr(workflow, "resource_settings", None)
+    if settings is None or not hasattr(settings, "default_resources"):
+        return False
+    defaults = settings.default_resources
+    if defaults is None:  # no --default-resources and not a cluster run
+        return None
+    try:
+        from snakemake.resources import Resource, Resources
+
+        entry = Resources.from_mapping(defaults).get("slurm_partition")
+    except (ImportError, AttributeError, TypeError):  # older releases (8.x) keep a DefaultResources object there
+        return False
+    if not isinstance(entry, Resource) or (not entry.is_evaluable() and entry.value in (None, "")):
+        return None
+    return entry
+
+
 def method_partition():
     """The `slurm_partition` resource of rules integrate and scaling_integrate, from
     `methods.<name>.resources.slurm_partition`, as keyword arguments for the rule's `resources:`.
 
     Empty when no method names a partition: the rules then leave `slurm_partition` to the profile
-    (`default-resources`, `set-resources`) as before. Otherwise every job of these rules gets its method's
-    partition, or "" for a method without one: the slurm executor plugin treats an empty partition as none
-    given and submits to the cluster's default partition (the one `sinfo` marks with `*`), or picks one
-    from its `--slurm-partition-config`. A resource cannot be left unset per wildcard, so a rule-level value
-    (also the profile's `default-resources: slurm_partition`) does not reach those methods; a profile's
-    `set-resources: integrate: slurm_partition` still overrides every method.
+    (`default-resources`, `set-resources`) as before. Otherwise each job gets its method's partition, and a
+    method without one gets the run's default `slurm_partition` (profile / command line
+    `default-resources`, evaluated for that job as Snakemake would have), or no `slurm_partition` at all
+    when the run sets none: the slurm executor plugin then picks the best fit from
+    `--slurm-partition-config` if given, else the cluster's default partition (`sinfo`'s `*`), else submits
+    without `-p` (it treats an empty partition the same way). A rule-level value replaces the default
+    resource for every job of the rule, which is why the default is re-read here. A profile's
+    `set-resources: integrate: slurm_partition` still overrides every method (Snakemake applies it last).
     """
     if not any((entry.get("resources") or {}).get("slurm_partition") for entry in config["methods"].values()):
         return {}
+    default = _default_partition()
+    if default is False:
+        logger.warning(
+            "methods.<name>.resources.slurm_partition: cannot read this Snakemake's default resources; "
+            "methods without a partition of their own go to the cluster's default partition, not the "
+            "profile's default-resources slurm_partition"
+        )
 
-    def get(wildcards):
-        return str((config["methods"][wildcards.method].get("resources") or {}).get("slurm_partition") or "")
+    def get(wildcards, **aux):
+        # aux: input, attempt, threads, rulename, async_run (what Snakemake passes a resource function)
+        own = (config["methods"][wildcards.method].get("resources") or {}).get("slurm_partition")
+        if own:
+            return str(own)
+        if not default:
+            return None  # a resource function returning None leaves the resource unset for this job
+        return default.evaluate(wildcards, **aux).value
 
     return {"slurm_partition": get}
 
