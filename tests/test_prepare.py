@@ -202,3 +202,137 @@ def test_reader_errors_name_the_fix():
         read_application({"reader": "h5ad", "params": {"label_key": "missing"}}, {"c": str(CELLBENCH)})
     with pytest.raises(ValueError, match="unknown batches"):
         read_application({"reader": "h5ad", "params": {"keep": {"nope": ["H1975"]}}}, {"c": str(CELLBENCH)})
+
+
+# ---------------------------------------------------------------- marker_expression (markers.h5ad)
+
+# ifnb1k with n_top_genes=300: CD3D, IL7R, CST3 and PPBP are expressed but not selected; LYZ, CD79A are selected
+NOT_SELECTED = ["CD3D", "IL7R", "CST3", "PPBP"]
+SELECTED = ["LYZ", "CD79A"]
+
+
+def _column(adata, gene, layer=None):
+    m = adata.layers[layer] if layer else adata.X
+    col = m[:, adata.var_names.get_loc(gene)]
+    return np.asarray(col.todense() if sp.issparse(col) else col, dtype=np.float64).ravel()
+
+
+def _straightforward(raw, *, target_sum=1e4, normalize_per_batch=False, min_cells=3, min_genes=1):
+    """scanpy on a full copy: the filters, normalize_total (per batch: to the batch's median depth, scanpy's
+    target_sum=None on each batch's cells) and log1p of every gene."""
+    a = raw.copy()
+    a.X = sp.csr_matrix(a.X, dtype=np.float32)
+    sc.pp.filter_cells(a, min_genes=min_genes)
+    sc.pp.filter_genes(a, min_cells=min_cells)
+    if normalize_per_batch:
+        parts = []
+        for b in a.obs["batch"].cat.categories:
+            part = a[a.obs["batch"] == b].copy()
+            sc.pp.normalize_total(part, target_sum=None)
+            parts.append(part)
+        a = ad.concat(parts, merge="same")[a.obs_names].copy()
+    elif target_sum is not None:
+        sc.pp.normalize_total(a, target_sum=target_sum)
+    sc.pp.log1p(a)
+    return a
+
+
+@pytest.mark.parametrize("params", [
+    dict(n_top_genes=300),
+    dict(n_top_genes=300, min_genes=300, min_cells=10),  # drops cells and genes
+    dict(n_top_genes=300, target_sum=None, normalize_per_batch=True),
+])
+def test_markers_outside_the_selected_genes_are_normalised_as_prepared(ifnb_raw, params):
+    from davae_study.prepare import marker_expression
+
+    raw = ifnb_raw.copy()
+    raw.obs["donor"] = np.where(np.arange(raw.n_obs) % 2, "d1", "d2")  # a string column, as readers give
+    prepared = prepare(raw, **params)
+    assert not set(NOT_SELECTED) & set(prepared.var_names) and set(SELECTED) <= set(prepared.var_names)
+    markers = marker_expression(raw, NOT_SELECTED + SELECTED + ["NOT_A_GENE"], **params)
+
+    # same cells, same order, same obs as prepared.h5ad
+    assert list(markers.obs_names) == list(prepared.obs_names)
+    pd.testing.assert_frame_equal(markers.obs, prepared.obs)
+    assert list(markers.var_names) == NOT_SELECTED + SELECTED
+    assert markers.uns["markers"]["absent"] == ["NOT_A_GENE"]
+    assert sp.isspmatrix_csr(markers.X) and markers.X.dtype == np.float32
+
+    ref = _straightforward(ifnb_raw, **{k: v for k, v in params.items() if k != "n_top_genes"})
+    assert list(ref.obs_names) == list(markers.obs_names)
+    for gene in NOT_SELECTED + SELECTED:
+        got = _column(markers, gene)
+        assert (got > 0).sum() > 10, f"{gene} barely expressed: a weak check"
+        np.testing.assert_allclose(got, _column(ref, gene), rtol=1e-6, atol=1e-7, err_msg=gene)
+        np.testing.assert_array_equal(_column(markers, gene, "counts"),
+                                      _column(ifnb_raw[markers.obs_names], gene), err_msg=gene)
+    for gene in SELECTED:  # a selected gene: prepared X's column, bit for bit
+        np.testing.assert_array_equal(_column(markers, gene), _column(prepared, gene), err_msg=gene)
+
+
+@pytest.mark.parametrize("block_nnz", [None, 997])
+def test_marker_values_do_not_depend_on_blocks_or_input_type(ifnb_raw, block_nnz, monkeypatch):
+    from davae_study.prepare import marker_expression
+
+    genes = NOT_SELECTED + SELECTED
+    want = marker_expression(ifnb_raw, genes, n_top_genes=300)
+    if block_nnz is not None:
+        monkeypatch.setattr(prepare_module, "_BLOCK_NNZ", block_nnz)
+    for X in (ifnb_raw.X, sp.csc_matrix(ifnb_raw.X), ifnb_raw.X.toarray()):
+        raw = ad.AnnData(X=X, obs=ifnb_raw.obs, var=ifnb_raw.var, uns=dict(ifnb_raw.uns))
+        got = marker_expression(raw, genes, n_top_genes=300)
+        assert sp.issparse(got.X) == sp.issparse(X)  # sparse stays sparse, dense stays dense
+        assert list(got.obs_names) == list(want.obs_names) and list(got.var_names) == genes
+        for gene in genes:
+            np.testing.assert_array_equal(_column(got, gene), _column(want, gene), err_msg=gene)
+
+
+def test_markers_found_by_symbol_and_case(ifnb_raw):
+    """Genes are found as the figures find them: any case, or through var['symbol'] (Ensembl-ID var_names)."""
+    from davae_study.prepare import marker_expression
+
+    raw = ad.read_h5ad(shared_file("cellbench_3cl_celseq2_dropseq.h5ad"))  # as stored: var['symbol'] kept
+    assert "symbol" in raw.var and not raw.var_names.str.upper().isin(["ACTB", "GAPDH"]).any()
+    m = marker_expression(raw, ["actb", "GAPDH", "NOT_A_GENE"])
+    assert list(m.var["symbol"].str.upper()) == ["ACTB", "GAPDH"]
+    assert m.uns["markers"]["found"] == list(m.var_names) and m.uns["markers"]["absent"] == ["NOT_A_GENE"]
+    ref = _straightforward(raw)
+    for name in m.var_names:
+        np.testing.assert_allclose(_column(m, name), _column(ref, name), rtol=1e-6, atol=1e-7)
+    assert marker_expression(ifnb_raw, ["cd3d"]).var_names.tolist() == ["CD3D"]
+
+
+def test_marker_expression_with_no_gene_found(ifnb_raw):
+    from davae_study.prepare import marker_expression
+
+    m = marker_expression(ifnb_raw, ["NOT_A_GENE"])
+    assert m.shape == (prepare(ifnb_raw, n_top_genes=200).n_obs, 0)
+    assert m.uns["markers"]["absent"] == ["NOT_A_GENE"] and list(m.uns["markers"]["found"]) == []
+
+
+def test_marker_expression_copies_only_the_marker_columns(ifnb_raw, monkeypatch):
+    """Memory: the input is read in place in blocks; no full-gene copy, dense or sparse, is made."""
+    import tracemalloc
+
+    from davae_study.prepare import marker_expression
+
+    # four copies of the cells: what the function copies must not grow with the input (blocks stay small)
+    raw = ad.concat([ifnb_raw] * 4, index_unique="-", uns_merge="first")
+    raw.X = sp.csr_matrix(raw.X, dtype=np.float32)
+    X = raw.X
+    data, indices, indptr = X.data.copy(), X.indices.copy(), X.indptr.copy()
+    input_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+    monkeypatch.setattr(prepare_module, "_BLOCK_NNZ", 20_000)
+    marker_expression(raw, NOT_SELECTED)  # warm-up: imports and caches are not the function's memory
+    tracemalloc.start()
+    try:
+        m = marker_expression(raw, NOT_SELECTED)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # a copy of the input's values alone would be half of it, a dense copy 20 times it
+    assert peak < 0.2 * input_bytes, f"peak {peak / 1e6:.2f} MB for an input of {input_bytes / 1e6:.2f} MB"
+    assert raw.X is X and np.array_equal(X.data, data) and np.array_equal(X.indices, indices)
+    assert np.array_equal(X.indptr, indptr)
+    for a in (m.X.data, m.layers["counts"].data):
+        assert not np.shares_memory(a, X.data)

@@ -14,7 +14,7 @@ output plus a few blocks; see docs/scaling.md. Dense input and the other flavour
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
 from typing import Any
 
@@ -24,7 +24,9 @@ import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 
-__all__ = ["prepare", "check_raw_input"]
+from .genes import find_genes
+
+__all__ = ["prepare", "marker_expression", "check_raw_input"]
 
 # Stored values read per block by the sparse path: ~1M values keep each block's temporaries near 30 MB.
 _BLOCK_NNZ = 1 << 20
@@ -109,31 +111,139 @@ def prepare(
     else:
         adata = _prepare_in_memory(adata, hvg_flavor=hvg_flavor, **kwargs)
 
-    adata.obs["batch"] = adata.obs["batch"].astype("category").cat.remove_unused_categories()
-    if "cell_type" in adata.obs:
-        adata.obs["cell_type"] = adata.obs["cell_type"].astype("category").cat.remove_unused_categories()
+    _categorical_obs(adata)
     if sp.issparse(adata.X):
         adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
     adata.uns.pop("log1p", None)
     adata.uns.pop("hvg", None)
-    adata.uns["prepare"] = {
-        "n_top_genes": int(n_top_genes),
+    adata.uns["prepare"] = _record(dict(kwargs, hvg_flavor=hvg_flavor), adata.uns.pop("counts_kind", "counts"),
+                                   n_in, adata.shape, provenance)
+    return adata
+
+
+def marker_expression(
+    adata: ad.AnnData,
+    genes: Sequence[str],
+    *,
+    n_top_genes: int = 2000,
+    target_sum: float | None = 1e4,
+    normalize_per_batch: bool = False,
+    hvg_flavor: str = "seurat",
+    min_cells: int = 3,
+    min_genes: int = 1,
+    provenance: Mapping[str, Any] | None = None,
+) -> ad.AnnData:
+    """The log-normalised expression :func:`prepare` computes for ``X``, taken before its feature selection,
+    of only ``genes``: what the marker figures draw, whether or not a marker is a highly variable gene.
+
+    Takes :func:`prepare`'s keywords, so an application's ``prepare:`` settings pass unchanged; the cells,
+    depths and normalisation are prepare's (same filters, same per-cell factors, same functions), hence the
+    same cells in the same order as ``prepare(adata, **same)`` and, for a gene it selects, the same values
+    as its ``X`` column. ``n_top_genes`` and ``hvg_flavor`` change nothing here.
+
+    Genes are looked up among the genes kept by ``min_cells`` as the figures look them up
+    (:func:`davae_study.genes.find_genes`: name, name in any case, ``var['symbol']``); those not found are
+    listed in ``uns['markers']['absent']``. Sparse input is read in place in blocks (the cell and gene
+    filters and the depths, as :func:`prepare` does) and only the marker columns are copied out, so the peak
+    is the input plus a few blocks. Dense input takes the in-memory path.
+
+    Returns
+    -------
+    AnnData: the kept cells × the found genes (in the order asked, each column once), ``X`` the
+    log-normalised values (CSR float32 for sparse input), ``layers['counts']`` their input values, ``var``
+    the input's rows of those genes, ``obs`` as :func:`prepare` leaves it, ``uns['markers']`` (``genes``
+    asked, ``found`` = the ``var_names`` they matched, ``absent``) and ``uns['prepare']`` (the parameters).
+    """
+    check_raw_input(adata)
+    n_in = adata.shape
+    genes = list(dict.fromkeys(str(g) for g in genes))
+    kwargs = dict(n_top_genes=n_top_genes, target_sum=target_sum, normalize_per_batch=normalize_per_batch,
+                  min_cells=min_cells, min_genes=min_genes)
+    if sp.issparse(adata.X):
+        X = _csr_float32(adata.X)
+        meta = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy())
+        meta, cells, kept = _filter_sparse(X, meta, min_cells=min_cells, min_genes=min_genes)
+        scale = _sparse_scale(X, cells, kept, meta.obs["batch"].to_numpy(), target_sum, normalize_per_batch)
+        n_kept = len(kept)
+        matched, columns = _marker_columns(meta.var, genes)
+        counts = X[:, kept[columns]] if len(columns) else sp.csr_matrix((X.shape[0], 0), dtype=np.float32)
+        if len(cells) < X.shape[0]:
+            counts = counts[cells]
+        counts = sp.csr_matrix(counts, dtype=np.float32, copy=True)
+        out = ad.AnnData(X=_log_normalised(counts, scale), obs=meta.obs, var=meta.var.iloc[columns].copy())
+        out.layers["counts"] = counts
+    else:
+        full = _normalised_in_memory(adata, target_sum=target_sum, normalize_per_batch=normalize_per_batch,
+                                     min_cells=min_cells, min_genes=min_genes)
+        n_kept = full.n_vars
+        matched, columns = _marker_columns(full.var, genes)
+        out = full[:, columns].copy()
+        out.uns.clear()  # the reader's and scanpy's entries; prepare keeps only its own record
+        del full
+    if n_top_genes < n_kept:
+        out.strings_to_categoricals()  # as prepare's feature selection does (scanpy's HVG call): same obs
+    _categorical_obs(out)
+    out.uns["markers"] = {"genes": genes, "found": list(matched.values()),
+                          "absent": [g for g in genes if g not in matched]}
+    out.uns["prepare"] = _record(dict(kwargs, hvg_flavor=hvg_flavor), adata.uns.get("counts_kind", "counts"), n_in,
+                                 out.shape, provenance)
+    return out
+
+
+def _marker_columns(var: pd.DataFrame, genes: Sequence[str]) -> tuple[dict[str, str], list[int]]:
+    """``({gene: the var_name it matched}, the distinct rows of var in the order asked)`` for the genes found."""
+    found = find_genes(var.index, genes, var["symbol"] if "symbol" in var else None)
+    return {g: str(var.index[c]) for g, c in found.items()}, list(dict.fromkeys(found.values()))
+
+
+def _categorical_obs(adata: ad.AnnData) -> None:
+    """``obs['batch']`` (and ``obs['cell_type']``) as categoricals without unused categories."""
+    adata.obs["batch"] = adata.obs["batch"].astype("category").cat.remove_unused_categories()
+    if "cell_type" in adata.obs:
+        adata.obs["cell_type"] = adata.obs["cell_type"].astype("category").cat.remove_unused_categories()
+
+
+def _record(params: Mapping[str, Any], counts_kind: str, n_in: tuple[int, int], n_out: tuple[int, int],
+            provenance: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``uns['prepare']``: the parameters used, shapes in and out, the inputs' provenance."""
+    target_sum = params["target_sum"]
+    return {
+        "n_top_genes": int(params["n_top_genes"]),
         "target_sum": float(target_sum) if target_sum is not None else "none",
-        "normalize_per_batch": bool(normalize_per_batch),
-        "hvg_flavor": hvg_flavor,
-        "min_cells": int(min_cells),
-        "min_genes": int(min_genes),
-        "counts_kind": str(adata.uns.pop("counts_kind", "counts")),
+        "normalize_per_batch": bool(params["normalize_per_batch"]),
+        "hvg_flavor": params["hvg_flavor"],
+        "min_cells": int(params["min_cells"]),
+        "min_genes": int(params["min_genes"]),
+        "counts_kind": str(counts_kind),
         "input_shape": [int(n_in[0]), int(n_in[1])],
-        "output_shape": [int(adata.n_obs), int(adata.n_vars)],
+        "output_shape": [int(n_out[0]), int(n_out[1])],
         "provenance": dict(provenance or {}),
     }
-    return adata
 
 
 def _prepare_in_memory(adata: ad.AnnData, *, n_top_genes: int, target_sum: float | None, normalize_per_batch: bool,
                        hvg_flavor: str, min_cells: int, min_genes: int) -> ad.AnnData:
     """Dense input, or ``seurat_v3`` / ``cell_ranger``: scanpy on a full copy (several copies of ``X``)."""
+    adata = _normalised_in_memory(adata, target_sum=target_sum, normalize_per_batch=normalize_per_batch,
+                                  min_cells=min_cells, min_genes=min_genes)
+    flavor_kwargs: dict[str, Any] = {}
+    if hvg_flavor == "seurat_v3":
+        flavor_kwargs["layer"] = "counts"
+    if n_top_genes < adata.n_vars:
+        sc.pp.highly_variable_genes(
+            adata, n_top_genes=n_top_genes, flavor=hvg_flavor, batch_key="batch", subset=False, **flavor_kwargs
+        )
+        adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
+    else:
+        adata.var["highly_variable"] = True
+        adata.var["highly_variable_nbatches"] = adata.obs["batch"].nunique()
+    return adata
+
+
+def _normalised_in_memory(adata: ad.AnnData, *, target_sum: float | None, normalize_per_batch: bool,
+                          min_cells: int, min_genes: int) -> ad.AnnData:
+    """The in-memory path before feature selection: a copy filtered, with ``layers['counts']`` and the
+    log-normalised ``X`` of every gene kept by ``min_cells``."""
     adata = adata.copy()
     if sp.issparse(adata.X):
         adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
@@ -149,18 +259,6 @@ def _prepare_in_memory(adata: ad.AnnData, *, n_top_genes: int, target_sum: float
     if target_sum is not None or normalize_per_batch:
         adata.X = _normalize(adata.X, adata.obs["batch"].to_numpy(), target_sum, normalize_per_batch)
     sc.pp.log1p(adata)
-
-    flavor_kwargs: dict[str, Any] = {}
-    if hvg_flavor == "seurat_v3":
-        flavor_kwargs["layer"] = "counts"
-    if n_top_genes < adata.n_vars:
-        sc.pp.highly_variable_genes(
-            adata, n_top_genes=n_top_genes, flavor=hvg_flavor, batch_key="batch", subset=False, **flavor_kwargs
-        )
-        adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
-    else:
-        adata.var["highly_variable"] = True
-        adata.var["highly_variable_nbatches"] = adata.obs["batch"].nunique()
     return adata
 
 
@@ -171,38 +269,12 @@ def _prepare_sparse(adata: ad.AnnData, *, n_top_genes: int, target_sum: float | 
     Annotations go through the same AnnData steps as there (filters, ``strings_to_categoricals`` as scanpy's
     HVG call does, subsetting that drops unused categories), on a copy of ``adata`` that holds no ``X``.
     """
-    X = adata.X
-    if not (X.format == "csr" and X.dtype == np.float32):
-        X = sp.csr_matrix(X, dtype=np.float32)  # a converted copy; the readers' CSR float32 is read in place
+    X = _csr_float32(adata.X)
     meta = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy(), uns=deepcopy(adata.uns), obsm=adata.obsm,
                       varm=adata.varm, obsp=adata.obsp, varp=adata.varp, layers=dict(adata.layers),
                       raw=adata.raw.copy() if adata.raw is not None else None)
-
-    # sc.pp.filter_cells(min_genes) then sc.pp.filter_genes(min_cells): genes counted as stored values > 0
-    n_genes = np.zeros(X.shape[0], dtype=np.int64)
-    for rows, block in _row_blocks(X, np.arange(X.shape[0])):
-        n_genes[rows] = np.diff(np.r_[0, np.cumsum(block.data > 0)][block.indptr])
-    meta.obs["n_genes"] = n_genes
-    cells = np.flatnonzero(n_genes >= min_genes)
-    meta = meta[n_genes >= min_genes].copy()  # also drops unused categories, as anndata's subsetting does
-    n_cells = np.zeros(X.shape[1], dtype=np.int64)
-    for _, block in _row_blocks(X, cells):
-        n_cells += np.bincount(block.indices[block.data > 0], minlength=X.shape[1])
-    meta.var["n_cells"] = n_cells
-    meta = meta[:, n_cells >= min_cells].copy()
-    if meta.n_vars == 0:
-        raise ValueError(f"no gene is seen in {min_cells} cells; lower prepare.min_cells")
-    _check_cells(meta)  # filtering may have emptied a batch
-    genes = np.flatnonzero(n_cells >= min_cells)
-
-    scale = None
-    if target_sum is not None or normalize_per_batch:
-        depth = np.empty(len(cells), dtype=np.float64)
-        for rows, block in _row_blocks(X, cells):
-            if len(genes) < X.shape[1]:
-                block = block[:, genes]
-            depth[rows] = np.asarray(block.sum(axis=1)).ravel()  # float32 sums, as X.sum(axis=1) did
-        scale = _scale_factors(depth, meta.obs["batch"].to_numpy(), target_sum, normalize_per_batch)
+    meta, cells, genes = _filter_sparse(X, meta, min_cells=min_cells, min_genes=min_genes)
+    scale = _sparse_scale(X, cells, genes, meta.obs["batch"].to_numpy(), target_sum, normalize_per_batch)
 
     if n_top_genes < meta.n_vars:
         meta.strings_to_categoricals()  # what sc.pp.highly_variable_genes(batch_key=...) does first
@@ -227,14 +299,61 @@ def _prepare_sparse(adata: ad.AnnData, *, n_top_genes: int, target_sum: float | 
     elif counts is X:
         counts = X.copy()
     counts = sp.csr_matrix(counts, dtype=np.float32)
+    meta.X = _log_normalised(counts, scale)
+    meta.layers["counts"] = counts
+    return meta
+
+
+def _csr_float32(X) -> sp.csr_matrix:
+    """``X`` itself when it is CSR float32 (the readers' format: read in place), else a converted copy."""
+    if sp.issparse(X) and X.format == "csr" and X.dtype == np.float32:
+        return X
+    return sp.csr_matrix(X, dtype=np.float32)
+
+
+def _filter_sparse(X, meta: ad.AnnData, *, min_cells: int, min_genes: int) -> tuple[ad.AnnData, np.ndarray, np.ndarray]:
+    """``sc.pp.filter_cells(min_genes)`` then ``sc.pp.filter_genes(min_cells)`` on ``meta`` (annotations of
+    ``X``, no matrix), counting genes as stored values > 0 of ``X`` read in blocks. Returns the filtered
+    ``meta`` and the rows (``cells``) and columns (``genes``) of ``X`` it keeps."""
+    n_genes = np.zeros(X.shape[0], dtype=np.int64)
+    for rows, block in _row_blocks(X, np.arange(X.shape[0])):
+        n_genes[rows] = np.diff(np.r_[0, np.cumsum(block.data > 0)][block.indptr])
+    meta.obs["n_genes"] = n_genes
+    cells = np.flatnonzero(n_genes >= min_genes)
+    meta = meta[n_genes >= min_genes].copy()  # also drops unused categories, as anndata's subsetting does
+    n_cells = np.zeros(X.shape[1], dtype=np.int64)
+    for _, block in _row_blocks(X, cells):
+        n_cells += np.bincount(block.indices[block.data > 0], minlength=X.shape[1])
+    meta.var["n_cells"] = n_cells
+    meta = meta[:, n_cells >= min_cells].copy()
+    if meta.n_vars == 0:
+        raise ValueError(f"no gene is seen in {min_cells} cells; lower prepare.min_cells")
+    _check_cells(meta)  # filtering may have emptied a batch
+    return meta, cells, np.flatnonzero(n_cells >= min_cells)
+
+
+def _sparse_scale(X, cells: np.ndarray, genes: np.ndarray, batches: np.ndarray, target_sum: float | None,
+                  per_batch: bool) -> np.ndarray | None:
+    """Per-cell factors (:func:`_scale_factors`) from each kept cell's depth over the kept genes, read in
+    blocks; None when the data are not depth-normalised."""
+    if target_sum is None and not per_batch:
+        return None
+    depth = np.empty(len(cells), dtype=np.float64)
+    for rows, block in _row_blocks(X, cells):
+        if len(genes) < X.shape[1]:
+            block = block[:, genes]
+        depth[rows] = np.asarray(block.sum(axis=1)).ravel()  # float32 sums, as X.sum(axis=1) did
+    return _scale_factors(depth, batches, target_sum, per_batch)
+
+
+def _log_normalised(counts: sp.csr_matrix, scale: np.ndarray | None) -> sp.csr_matrix:
+    """``log1p(scale[cell] * counts)`` as a new CSR float32 matrix (``counts`` is not modified)."""
     data = counts.data.copy() if scale is None else counts.data * np.repeat(scale, np.diff(counts.indptr))
     np.log1p(data, out=data)
     logged = sp.csr_matrix((data, counts.indices.copy(), counts.indptr.copy()), shape=counts.shape)
     if scale is not None:
         logged.eliminate_zeros()  # the sparse product of the in-memory path drops the zeros it makes
-    meta.X = logged
-    meta.layers["counts"] = counts
-    return meta
+    return logged
 
 
 def _row_blocks(X, rows: np.ndarray) -> Iterator[tuple[slice, Any]]:

@@ -16,27 +16,10 @@ import pandas as pd
 import scipy.sparse as sp
 from matplotlib.lines import Line2D
 
+from ..genes import find_genes as _find_genes
 from .style import FULL_WIDTH, MAX_HEIGHT, category_colors, figure_style, natural_key, save_figure, suptitle
 
 __all__ = ["read_genes", "marker_dotplot", "marker_violins", "group_expression"]
-
-
-def _find_genes(var_names: pd.Index, genes: Sequence[str], symbols: pd.Series | None = None) -> dict[str, int]:
-    """``{gene: column}`` for the genes found (exact, then case-insensitive, then in ``var['symbol']``)."""
-    names = pd.Index(var_names.astype(str))
-    upper = pd.Series(names.str.upper())
-    sym = None if symbols is None else pd.Series(np.asarray(symbols, dtype=str)).str.upper()
-    out = {}
-    for g in genes:
-        if g in names:
-            out[g] = int(names.get_loc(g))
-            continue
-        hit = np.flatnonzero(upper.to_numpy() == g.upper())
-        if not len(hit) and sym is not None:
-            hit = np.flatnonzero(sym.to_numpy() == g.upper())
-        if len(hit):
-            out[g] = int(hit[0])
-    return out
 
 
 def read_genes(path: str | os.PathLike, genes: Sequence[str], *, layer: str | None = None,
@@ -49,7 +32,7 @@ def read_genes(path: str | os.PathLike, genes: Sequence[str], *, layer: str | No
     Parameters
     ----------
     path
-        An ``.h5ad`` (e.g. ``prepared.h5ad``: log-normalised ``X``).
+        An ``.h5ad`` (e.g. ``markers.h5ad``: log-normalised ``X`` of the marker genes, or ``prepared.h5ad``).
     genes
         Gene names; those absent are skipped (the figures say so). Matched exactly, then case-insensitively,
         then against ``var['symbol']``.
