@@ -3,6 +3,7 @@
 import anndata as ad
 import h5py
 import pandas as pd
+import pytest
 
 from davae_study import pipeline
 
@@ -48,3 +49,32 @@ def test_failed_method_umap_is_header_only(tmp_path, ifnb_prepared):
                        module="davae_study.methods.not_there", params={})
     um = pipeline.umap(str(tmp_path / "x.h5ad"), str(tmp_path / "x.tsv"))
     assert um.empty and (tmp_path / "x.tsv").read_text().strip() == "cell\tumap1\tumap2"
+
+
+def test_marker_expression_writes_markers_aligned_with_prepared(tmp_path):
+    """markers.h5ad: the marker genes of every input gene (also those prepare did not select), for the
+    cells of prepared.h5ad in its order; genes not in the input are recorded as absent."""
+    out = tmp_path / "app"
+    spec = {"reader": "h5ad", "files": {"counts": str(IFNB)}}
+    params = {"n_top_genes": 300}
+    pipeline.prepare_application({"counts": str(IFNB)}, spec, params, out / "prepared.h5ad", out / "obs.tsv")
+    genes = ["CD3D", "LYZ", "NOT_A_GENE"]
+    # the rule's inputs: the application's files and obs.tsv
+    pipeline.marker_expression({"counts": str(IFNB), "obs": str(out / "obs.tsv")}, spec, params, out / "obs.tsv",
+                               out / "markers.h5ad", genes=genes)
+    prepared, markers = ad.read_h5ad(out / "prepared.h5ad"), ad.read_h5ad(out / "markers.h5ad")
+    assert "CD3D" not in prepared.var_names and "LYZ" in prepared.var_names
+    assert list(markers.obs_names) == list(prepared.obs_names)
+    assert list(markers.var_names) == ["CD3D", "LYZ"] and list(markers.uns["markers"]["absent"]) == ["NOT_A_GENE"]
+    lyz = prepared.var_names.get_loc("LYZ")
+    assert (markers[:, "LYZ"].X != prepared[:, lyz].X).nnz == 0
+    assert markers[:, "CD3D"].X.nnz > 50
+    assert sorted(p.name for p in out.iterdir()) == ["markers.h5ad", "obs.tsv", "prepared.h5ad"]  # no temp files
+
+    # obs.tsv of other prepare settings (fewer cells): refused, and nothing written
+    pipeline.prepare_application({"counts": str(IFNB)}, spec, {"n_top_genes": 300, "min_genes": 600},
+                                 tmp_path / "other.h5ad", tmp_path / "other_obs.tsv")
+    with pytest.raises(ValueError, match="rerun prepare"):
+        pipeline.marker_expression({"counts": str(IFNB)}, spec, params, tmp_path / "other_obs.tsv",
+                                   tmp_path / "markers.h5ad", genes=genes)
+    assert not list(tmp_path.glob("*markers.h5ad*"))

@@ -197,3 +197,45 @@ def test_figures_target_renders_from_cached_tables_and_builds_the_report(workdir
         assert name in html, f"{name} missing from the report"
     assert "ARI cell type against 1" in html  # a caption rendered
     assert "IFN-" in html  # with the application title from the config (Jinja in the caption)
+
+
+def test_marker_figures_read_markers_h5ad_and_a_marker_edit_reruns_no_integration(workdir):
+    """Fig 6 marker figures (as the paper's HCA application draws them) read `markers.h5ad`, written by rule
+    marker_expression from the application's input files and prepare's `obs.tsv`. Its gene list is a param
+    of that rule only: editing a figure's markers re-runs marker_expression and the figures, never prepare
+    or an integration."""
+    import yaml
+
+    cfg_path = workdir / "demo.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    app = cfg["applications"]["samples"]
+    app["figures"] = ["umap_grid", "umap_clusters", "marker_umaps", "marker_violins", "marker_dotplot"]
+    app["transfer"] = {"spatial": {"n_clusters": 4}}  # clusters of the joint embedding, as for HCA
+    cfg["applications"] = {"samples": app}
+    cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+
+    jobs = dry_run_jobs(snakemake(workdir, "-n", "--forceall", "figures"))
+    by_rule = {}
+    for j in jobs:
+        by_rule.setdefault(j["rule"], []).append(j)
+    for rule in ("figure_marker_umaps", "figure_marker_violins", "figure_marker_dotplot"):
+        (job,) = by_rule[rule]
+        assert "results/samples/markers.h5ad" in job["input"], job
+        assert not any(f.endswith("prepared.h5ad") for f in job["input"]), job
+    (mx,) = by_rule["marker_expression"]
+    assert mx["output"] == ["results/samples/markers.h5ad"]
+    assert set(mx["input"]) == {app["input"]["files"]["counts"], "results/samples/obs.tsv"}
+
+    # every output present and up to date; then the markers of one figure change
+    for j in jobs:
+        for f in j["output"]:
+            p = workdir / f
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.touch()
+    snakemake(workdir, "--touch", "--forceall", "--cores", "1", "figures")
+    assert not dry_run_jobs(snakemake(workdir, "-n", "figures"))
+    app["figure_params"] = {"marker_dotplot": {"markers": ["CD3D", "LYZ", "PTPRC"]}}  # PTPRC: a new gene
+    cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    planned = {j["rule"] for j in dry_run_jobs(snakemake(workdir, "-n", "figures"))}
+    assert "marker_expression" in planned and "figure_marker_dotplot" in planned, planned
+    assert not planned & {"prepare", "integrate", "umap", "evaluate", "spatial_clusters"}, planned

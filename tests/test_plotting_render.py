@@ -106,6 +106,8 @@ def results(tmp_path_factory):
         xy[idx] = np.column_stack([c * 100.0 + 50 * (r % 2), r * 87.0])
     a.obsm["spatial"] = xy
     a.write_h5ad(root / "prepared.h5ad")
+    # markers.h5ad in its contract format: marker columns of the same normalised expression, same cells
+    a[:, ["CD3D", "CD79A", "S100A8", "HBB", "GNLY", "CST3"]].copy().write_h5ad(root / "markers.h5ad")
     write_tsv(a.obs.rename_axis("cell").reset_index(), root / "obs.tsv")
 
     embs = {"pca": a.obsm["X_pca"], "davae": a.obsm["X_pca"][:, :4]}
@@ -211,9 +213,9 @@ def test_every_renderer_through_the_rule_entry_point(tmp_path, results):
              transfer=r / "transfer.tsv", prepared=r / "prepared.h5ad")
     markers = ["CD3D", "CD79A", "S100A8", "HBB", "GNLY", "CST3"]
     run_rule("marker_violins", tmp_path / "violins.png", {"kwargs": {"markers": markers}},
-             expression=r / "prepared.h5ad", clusters=r / "clusters.tsv")
+             expression=r / "markers.h5ad", clusters=r / "clusters.tsv")
     run_rule("marker_dotplot", tmp_path / "dotplot.png", {"kwargs": {"markers": markers, "groupby": "cell_type"}},
-             expression=r / "prepared.h5ad")
+             expression=r / "markers.h5ad")
     m, n, p = zip(*results.bench)
     run_rule("runtime", tmp_path / "runtime.png", {"kwargs": {"methods": list(m), "n_cells": list(n)}},
              benchmarks=list(p))
@@ -256,6 +258,20 @@ def test_workflow_helpers_read_figure_params():
         figure_options(config, "nope", "coverage")
 
 
+def test_marker_genes_are_those_the_marker_figures_draw():
+    from davae_study.plotting.workflow import PAPER_MARKER_UMAPS, PAPER_MARKERS, marker_genes
+
+    config = {"applications": {"hca": {"methods": ["davae"]}}}
+    assert marker_genes(config, "hca") == PAPER_MARKER_UMAPS + [g for g in PAPER_MARKERS if g not in PAPER_MARKER_UMAPS]
+    config["applications"]["hca"]["figure_params"] = {"marker_umaps": {"genes": ["PTPRC"]},
+                                                     "marker_violins": {"markers": []},
+                                                     "marker_dotplot": {"markers": ["LYZ", "PTPRC"]}}
+    assert marker_genes(config, "hca") == ["PTPRC", "LYZ"]
+    config["applications"]["hca"]["figure_params"]["marker_dotplot"] = {"markers": "LYZ"}
+    with pytest.raises(ValueError, match="must be a list of gene names"):
+        marker_genes(config, "hca")
+
+
 def test_cluster_ids_read_back_as_integers(tmp_path):
     from davae_study.plotting.render import _clusters
 
@@ -272,3 +288,81 @@ def test_titles_fit_the_figure_width():
     long = "Simulated spots (IFN-β-stimulated PBMC mixtures) + control PBMC reference, " * 2
     text, size = fit_title(long, 3.5)
     assert size == 6.5 and text.endswith("…") and len(text) * 0.62 * size <= 3.5 * 72
+
+
+def _figure_texts(monkeypatch) -> list[list[str]]:
+    """Every text (titles, tick labels, notes) of each figure the renderers save, in order."""
+    import matplotlib.text
+
+    from davae_study.plotting import embedding, markers, style
+
+    drawn: list[list[str]] = []
+
+    def save(fig, out_png):
+        drawn.append([t.get_text() for t in fig.findobj(matplotlib.text.Text)])
+        return style.save_figure(fig, out_png)
+
+    monkeypatch.setattr(embedding, "save_figure", save)
+    monkeypatch.setattr(markers, "save_figure", save)
+    return drawn
+
+
+def test_marker_figures_draw_markers_prepare_did_not_select(tmp_path, monkeypatch):
+    """The chain of the rules on real data: prepare keeps 300 genes, which leave out CD3D and CST3; rule
+    marker_expression writes markers.h5ad from every input gene, and the three marker figures drawn from it
+    show CD3D and CST3 (from prepared.h5ad, as before, they said "not in data"). A gene the input lacks is
+    still reported as absent, without an error."""
+    import anndata as ad
+    import scanpy as sc
+
+    from davae_study import pipeline
+    from davae_study.plotting.workflow import figure_kwargs, marker_genes
+
+    if not IFNB.exists():
+        pytest.skip(f"shared test data not found at {IFNB}")
+    app = tmp_path / "samples"
+    spec = {"reader": "h5ad", "files": {"counts": str(IFNB)}}
+    params = {"n_top_genes": 300}
+    config = {"applications": {"samples": {"title": "ifnb", "methods": ["davae"], "input": spec, "prepare": params,
+                                           "figure_params": {"marker_umaps": {"genes": ["CD3D", "LYZ", "NOT_A_GENE"]},
+                                                             "marker_violins": {"markers": ["CD3D", "CST3", "LYZ"]},
+                                                             "marker_dotplot": {"markers": ["CST3", "NOT_A_GENE",
+                                                                                            "LYZ", "CD3D"]}}}}}
+    genes = marker_genes(config, "samples")
+    assert genes == ["CD3D", "LYZ", "NOT_A_GENE", "CST3"]
+    prepared = pipeline.prepare_application(spec["files"], spec, params, app / "prepared.h5ad", app / "obs.tsv")
+    assert not {"CD3D", "CST3"} & set(prepared.var_names) and "LYZ" in prepared.var_names
+    pipeline.marker_expression({**spec["files"], "obs": str(app / "obs.tsv")}, spec, params, app / "obs.tsv",
+                               app / "markers.h5ad", genes=genes)
+    emb = sc.pp.pca(ad.read_h5ad(app / "prepared.h5ad"), n_comps=2, random_state=0, copy=True).obsm["X_pca"]
+    write_tsv(pd.DataFrame({"cell": prepared.obs_names, "umap1": emb[:, 0], "umap2": emb[:, 1]}), app / "umap.tsv")
+    kw = {f: figure_kwargs(config, "samples", f) for f in ("marker_umaps", "marker_violins", "marker_dotplot")}
+    kw["marker_violins"]["groupby"] = kw["marker_dotplot"]["groupby"] = "cell_type"
+
+    def draw(expression: str) -> list[list[str]]:
+        drawn = _figure_texts(monkeypatch)
+        out = tmp_path / expression.replace(".h5ad", "")
+        run_rule("feature_umaps", out / "marker_umaps.png", {"kwargs": kw["marker_umaps"]},
+                 umap=app / "umap.tsv", expression=app / expression)
+        run_rule("marker_violins", out / "marker_violins.png", {"kwargs": kw["marker_violins"]},
+                 expression=app / expression)
+        run_rule("marker_dotplot", out / "marker_dotplot.png", {"kwargs": kw["marker_dotplot"]},
+                 expression=app / expression)
+        assert len(drawn) == 3
+        return drawn
+
+    umaps, violins, dots = draw("markers.h5ad")
+    # marker UMAPs: one coloured panel per gene found, "not in data" only for the gene the input lacks
+    assert [t for t in umaps if "not in data" in t] == ["NOT_A_GENE\nnot in data"]
+    assert {"CD3D", "LYZ"} <= set(umaps)
+    # violins: one row (label) per marker, nothing missing
+    assert {"CD3D", "CST3", "LYZ"} <= set(violins) and not [t for t in violins if "not in data" in t]
+    # dot plot: columns for the three genes, the absent one listed under the plot
+    assert {"CD3D", "CST3", "LYZ"} <= set(dots)
+    assert [t for t in dots if "not in data" in t] == ["not in data: NOT_A_GENE"]
+
+    # control, the old input: prepared.h5ad has the selected genes only
+    umaps, violins, dots = draw("prepared.h5ad")
+    assert "CD3D\nnot in data" in umaps
+    assert [t for t in violins if "not in data" in t] == ["not in data: CD3D, CST3"]
+    assert [t for t in dots if "not in data" in t] == ["not in data: CST3, NOT_A_GENE, CD3D"]

@@ -7,6 +7,7 @@ one call and every step can be run (and tested) without Snakemake. Rule → scri
 rule               script                          function
 =================  ==============================  ==========================
 prepare            workflow/scripts/prepare.py     :func:`prepare_application`
+marker_expression  workflow/scripts/markers.py     :func:`marker_expression`
 integrate          workflow/scripts/integrate.py   :func:`integrate`
 umap               workflow/scripts/umap.py        :func:`umap`
 evaluate           workflow/scripts/evaluate.py    :func:`evaluate`
@@ -119,6 +120,44 @@ def prepare_application(
     return prepared
 
 
+def marker_expression(
+    paths: Mapping[str, str],
+    input_spec: Mapping[str, Any],
+    prepare_params: Mapping[str, Any],
+    obs_tsv: str,
+    out_h5ad: str,
+    *,
+    genes: Sequence[str],
+) -> ad.AnnData:
+    """Write ``markers.h5ad``: the marker figures' genes, normalised as ``prepared.h5ad``'s ``X`` but taken
+    from every input gene (:func:`davae_study.prepare.marker_expression`), for the cells of ``obs.tsv``.
+
+    Reads the application's input again (``paths``: the rule's inputs; only the roles of
+    ``input_spec['files']``, where given, go to the reader) with the application's ``prepare:`` settings,
+    and checks that the cells are those of prepare's ``obs.tsv``, in the same order: a mismatch means
+    prepared.h5ad was made from other input or settings (one-line error: rerun prepare).
+    """
+    from .data import read_application
+    from .prepare import marker_expression as compute
+
+    files = input_spec.get("files")
+    roles = {role: paths[role] for role in files} if files else dict(paths)
+    raw = read_application(input_spec, roles)
+    raw.uns.pop("provenance", None)
+    log.info("read %s cells x %s genes from %s", raw.n_obs, raw.n_vars, roles)
+    markers = compute(raw, genes, **dict(prepare_params))
+    del raw
+    cells = pd.read_csv(obs_tsv, sep="\t", usecols=["cell"], dtype=str)["cell"]
+    if len(cells) != markers.n_obs or not (cells.to_numpy() == markers.obs_names.to_numpy()).all():
+        raise ValueError(f"the {markers.n_obs} prepared cells of the input are not the {len(cells)} cells of "
+                         f"{obs_tsv} (same order); rerun prepare for this application")
+    info = markers.uns["markers"]
+    log.info("markers: %d of %d genes found (%s); absent: %s", len(info["found"]), len(info["genes"]),
+             ", ".join(info["found"]), ", ".join(info["absent"]) or "none")
+    write_h5ad(markers, out_h5ad)
+    return markers
+
+
 def integrate(prepared_path: str, out_h5ad: str, *, method: str, module: str | None, params: Mapping[str, Any],
               seed: int = 0, device: str = "auto", on_error: str = "record", threads: int | None = None) -> ad.AnnData:
     """Run one method on ``prepared.h5ad`` and write ``integrated/<method>.h5ad`` (also when it failed).
@@ -196,6 +235,6 @@ def summarise_applications(paths: Sequence[str], out_tsv: str) -> pd.DataFrame:
 
 
 __all__ = [
-    "TIDY_COLUMNS", "aggregate_metrics", "evaluate", "integrate", "logged", "method_failed",
+    "TIDY_COLUMNS", "aggregate_metrics", "evaluate", "integrate", "logged", "marker_expression", "method_failed",
     "prepare_application", "summarise_applications", "umap", "sha256",
 ]

@@ -1,5 +1,6 @@
 # Figures re-render from cached tables (metrics, UMAP coordinates, obs) only: `snakemake figures` never
 # recomputes an integration.
+from davae_study.plotting.workflow import MARKER_FIGURES, marker_genes  # noqa: E402
 
 rule figure_umap_grid:
     input:
@@ -289,10 +290,37 @@ rule figure_umap_clusters:
         "../scripts/figure.py"
 
 
+# The marker figures' genes (all of them, not only the selected features of prepared.h5ad), normalised as
+# prepared.h5ad's X. A rule of its own, not an output of prepare: editing a figure's markers re-runs this
+# job only, never prepare and the integrations behind it.
+rule marker_expression:
+    input:
+        unpack(app_input_files),
+        obs="results/{app}/obs.tsv",
+    output:
+        h5ad="results/{app}/markers.h5ad",
+    log:
+        "logs/{app}/marker_expression.log",
+    benchmark:
+        "benchmarks/{app}/marker_expression.tsv"
+    params:
+        input_spec=lambda wc: config["applications"][wc.app]["input"],
+        prepare=lambda wc: config["applications"][wc.app].get("prepare", {}),
+        genes=lambda wc: marker_genes(config, wc.app),
+    resources:
+        # reads the input as prepare does (without prepare's output): prepare's memory, from the input size
+        mem_mb=lambda wc, input, attempt: max(8000, int(12 * input.size_mb)) * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    conda:
+        "../../envs/prepare.yaml"
+    script:
+        "../scripts/markers.py"
+
+
 rule figure_marker_umaps:
     input:
         umap=lambda wc: figure_file(config, wc.app, "marker_umaps", "results/{app}/umap/{method}.tsv"),
-        expression="results/{app}/prepared.h5ad",
+        expression="results/{app}/markers.h5ad",
     output:
         png=report(
             "results/{app}/figures/marker_umaps.png",
@@ -305,7 +333,7 @@ rule figure_marker_umaps:
         "logs/{app}/figures/marker_umaps.log",
     params:
         renderer="feature_umaps",
-        kwargs=lambda wc: figure_kwargs(config, wc.app, "marker_umaps", genes=PAPER_MARKER_UMAPS),
+        kwargs=lambda wc: figure_kwargs(config, wc.app, "marker_umaps", **MARKER_FIGURES["marker_umaps"]),
     conda:
         "../../envs/figures.yaml"
     script:
@@ -314,7 +342,7 @@ rule figure_marker_umaps:
 
 rule figure_marker_violins:
     input:
-        expression="results/{app}/prepared.h5ad",
+        expression="results/{app}/markers.h5ad",
         clusters=lambda wc: figure_clusters(config, wc.app, "marker_violins"),
     output:
         png=report(
@@ -328,7 +356,7 @@ rule figure_marker_violins:
         "logs/{app}/figures/marker_violins.log",
     params:
         renderer="marker_violins",
-        kwargs=lambda wc: figure_kwargs(config, wc.app, "marker_violins", markers=PAPER_MARKERS),
+        kwargs=lambda wc: figure_kwargs(config, wc.app, "marker_violins", **MARKER_FIGURES["marker_violins"]),
     conda:
         "../../envs/figures.yaml"
     script:
@@ -337,7 +365,7 @@ rule figure_marker_violins:
 
 rule figure_marker_dotplot:
     input:
-        expression="results/{app}/prepared.h5ad",
+        expression="results/{app}/markers.h5ad",
         clusters=lambda wc: figure_clusters(config, wc.app, "marker_dotplot"),
     output:
         png=report(
@@ -351,7 +379,7 @@ rule figure_marker_dotplot:
         "logs/{app}/figures/marker_dotplot.log",
     params:
         renderer="marker_dotplot",
-        kwargs=lambda wc: figure_kwargs(config, wc.app, "marker_dotplot", markers=PAPER_MARKERS),
+        kwargs=lambda wc: figure_kwargs(config, wc.app, "marker_dotplot", **MARKER_FIGURES["marker_dotplot"]),
     conda:
         "../../envs/figures.yaml"
     script:

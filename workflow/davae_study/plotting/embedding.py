@@ -315,7 +315,8 @@ def feature_umaps(
     umap
         ``cell, umap1, umap2`` of one method.
     adata
-        Expression per cell (e.g. ``prepared.h5ad``: log-normalised ``X``; gene activity for ATAC cells).
+        Expression per cell (e.g. ``markers.h5ad`` / ``prepared.h5ad``: log-normalised ``X``; gene activity for
+        ATAC cells).
         Genes are looked up in ``var_names`` (then case-insensitively, then in ``var['symbol']``).
     genes
         Genes to show; a gene absent from ``adata`` gets a panel saying so.

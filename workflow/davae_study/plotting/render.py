@@ -3,7 +3,8 @@
 Snakemake's figure rules for Figs 4–6 call these (through one thin script, ``workflow/scripts/figure.py``:
 ``render_rule(snakemake)``), so every rule is a few lines of inputs/params and no rule reads an integration
 output: they take ``umap/*.tsv``, ``metrics*.tsv``, ``transfer/*.tsv``, ``spatial/*.clusters.tsv``,
-``obs.tsv`` / ``prepared.h5ad`` (expression for gene heatmaps, streamed gene by gene) and benchmark files.
+``obs.tsv`` / ``prepared.h5ad`` / ``markers.h5ad`` (expression for gene heatmaps, streamed gene by gene) and
+benchmark files.
 
 Each ``render_<figure>`` takes paths and keyword parameters and writes ``out_png`` (+ PDF).
 :data:`RENDERERS` maps the figure names used in the config (``applications.<app>.figures``) to them.
@@ -142,7 +143,8 @@ def render_feature_umaps(umap: PathLike, expression: PathLike, out_png: PathLike
                          value_label: str = "expression", title: str | None = None, ncols: int = 3):
     """Genes on a UMAP (Fig 4c gene activity of the ATAC cells: ``select={'modality': 'ATAC'}``; Fig 6b).
 
-    Only the listed genes are read from ``expression`` (prepared.h5ad), in row chunks.
+    Only the listed genes are read from ``expression`` (markers.h5ad for Fig 6b: every input gene;
+    prepared.h5ad for Fig 4c), in row chunks.
     """
     expr = read_genes(expression, genes, layer=layer)
     cells = _select_cells(expr.obs, select)
@@ -226,7 +228,7 @@ def _marker_inputs(expression: PathLike, markers: Sequence[str], clusters: PathL
 def render_marker_violins(expression: PathLike, out_png: PathLike, *, markers: Sequence[str],
                           clusters: PathLike | None = None, groupby: str | None = None, layer: str | None = None,
                           title: str | None = None, max_cells_per_group: int = 1000, seed: int = 0):
-    """Fig 6c–d: marker violins over clusters (only the markers are read from ``expression``)."""
+    """Fig 6c–d: marker violins over clusters (only the markers are read from ``expression``, markers.h5ad)."""
     expr, g = _marker_inputs(expression, markers, clusters, groupby, layer)
     return marker_violins(expr, list(markers), g, out_png, title=title, max_cells_per_group=max_cells_per_group,
                           seed=seed)

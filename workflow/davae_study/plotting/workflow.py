@@ -18,10 +18,12 @@ __all__ = [
     "PAPER_MARKERS",
     "PAPER_SPATIAL_TYPES",
     "DEFAULT_METHOD",
+    "MARKER_FIGURES",
     "figure_options",
     "figure_file",
     "figure_kwargs",
     "figure_clusters",
+    "marker_genes",
 ]
 
 #: Fig 4c/4d genes.
@@ -34,6 +36,14 @@ PAPER_MARKERS = ["CD3D", "IL7R", "CD8A", "GNLY", "NKG7", "CD79A", "MS4A1", "CD14
                  "CST3", "HBB", "PPBP"]
 #: Fig 5d cell types (Allen mouse cortex subclasses).
 PAPER_SPATIAL_TYPES = ["L2/3 IT", "L4", "L5 PT", "L6 CT"]
+#: The figures that draw markers from ``results/{app}/markers.h5ad`` (rule ``marker_expression``): figure →
+#: ``{renderer keyword: default genes}``. The rules take their defaults from here, so :func:`marker_genes`
+#: asks for exactly the genes they draw.
+MARKER_FIGURES = {
+    "marker_umaps": {"genes": PAPER_MARKER_UMAPS},
+    "marker_violins": {"markers": PAPER_MARKERS},
+    "marker_dotplot": {"markers": PAPER_MARKERS},
+}
 DEFAULT_METHOD = "davae"
 DEFAULT_CLUSTERS = "results/{app}/spatial/{method}.clusters.tsv"
 _NOT_KWARGS = ("method", "clusters")
@@ -81,3 +91,18 @@ def figure_kwargs(config: Mapping[str, Any], app: str, figure: str, **defaults: 
         out.pop("titles", None)
     out.setdefault("title", _app(config, app).get("title", app))
     return out
+
+
+def marker_genes(config: Mapping[str, Any], app: str) -> list[str]:
+    """The genes ``markers.h5ad`` holds for ``app``: every gene its marker figures (:data:`MARKER_FIGURES`)
+    draw with their ``figure_params``, in order, each once. All three figures count, listed under
+    ``figures`` or not: the file serves whichever of them is asked for."""
+    genes: list[str] = []
+    for figure, defaults in MARKER_FIGURES.items():
+        (key,) = defaults
+        value = figure_kwargs(config, app, figure, **defaults)[key]
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ValueError(f"applications.{app}.figure_params.{figure}.{key} must be a list of gene names, "
+                             f"got {value!r}")
+        genes += [str(g) for g in value if str(g) not in genes]
+    return genes
