@@ -9,9 +9,15 @@ Metrics (study package ``davae_study.metrics``, not used inside ``davae`` itself
 ``ari_ct``: Tran et al.'s sampled k-means ARI against cell type; ``1-ari_b``: 1 - ARI against batch;
 ``mix15``: fraction of each cell's 15 nearest neighbours from another batch.
 
+With several seeds the table gives the mean over seeds and, for ``kbet`` and ``ari_ct``, the sample standard
+deviation between seeds (``_sd``); the baselines run once (seed 0).
+
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/davae_ablation.py --seeds 0 --out benchmarks/davae_ablation.md
+    # seeds in parallel processes, then one table from their per-run TSVs:
+    OMP_NUM_THREADS=1 python benchmarks/davae_ablation.py --seeds 1 --out /tmp/seed1.md
+    python benchmarks/davae_ablation.py --from-tsv a.tsv,/tmp/seed1.tsv --out benchmarks/davae_ablation.md
 """
 
 from __future__ import annotations
@@ -156,8 +162,13 @@ def _write(df: pd.DataFrame, out: str, argv) -> None:
     sets = list(dict.fromkeys(df["set"]))
     df = df.assign(_s=df["set"].map(sets.index), _o=df["config"].map(_order)).sort_values(["_s", "_o"], kind="stable")
     df = df.drop(columns=["_s", "_o"])
-    tab = df.groupby(["set", "config"], sort=False)[["kbet", "ari_ct", "1-ari_b", "mix15", "wall_s"]].mean()
-    tab["n_seeds"] = df.groupby(["set", "config"], sort=False)["seed"].nunique()
+    groups = df.groupby(["set", "config"], sort=False)
+    tab = groups[["kbet", "ari_ct", "1-ari_b", "mix15", "wall_s"]].mean()
+    tab["n_seeds"] = groups["seed"].nunique()
+    if (tab["n_seeds"] > 1).any():  # spread between seeds (sample sd; 0 for single-seed rows)
+        sd = groups[["kbet", "ari_ct"]].std(ddof=1).fillna(0.0)
+        tab.insert(1, "kbet_sd", sd["kbet"])
+        tab.insert(3, "ari_ct_sd", sd["ari_ct"])
     md = tab.round(3).reset_index().to_markdown(index=False)
     print(md)
     if out:
