@@ -200,16 +200,17 @@ def test_figures_target_renders_from_cached_tables_and_builds_the_report(workdir
 
 
 def test_marker_figures_read_markers_h5ad_and_a_marker_edit_reruns_no_integration(workdir):
-    """Fig 6 marker figures (as the paper's HCA application draws them) read `markers.h5ad`, written by rule
-    marker_expression from the application's input files and prepare's `obs.tsv`. Its gene list is a param
-    of that rule only: editing a figure's markers re-runs marker_expression and the figures, never prepare
-    or an integration."""
+    """Fig 6 marker figures (as the paper's HCA application draws them) and the Fig 4c gene-activity figure
+    read `markers.h5ad`, written by rule marker_expression from the application's input files and prepare's
+    `obs.tsv`. Its gene list is a param of that rule only: editing a figure's markers (or genes) re-runs
+    marker_expression and the figures, never prepare or an integration."""
     import yaml
 
     cfg_path = workdir / "demo.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     app = cfg["applications"]["samples"]
-    app["figures"] = ["umap_grid", "umap_clusters", "marker_umaps", "marker_violins", "marker_dotplot"]
+    app["figures"] = ["umap_grid", "umap_clusters", "marker_umaps", "marker_violins", "marker_dotplot",
+                      "gene_activity"]
     app["transfer"] = {"spatial": {"n_clusters": 4}}  # clusters of the joint embedding, as for HCA
     cfg["applications"] = {"samples": app}
     cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
@@ -218,7 +219,7 @@ def test_marker_figures_read_markers_h5ad_and_a_marker_edit_reruns_no_integratio
     by_rule = {}
     for j in jobs:
         by_rule.setdefault(j["rule"], []).append(j)
-    for rule in ("figure_marker_umaps", "figure_marker_violins", "figure_marker_dotplot"):
+    for rule in ("figure_marker_umaps", "figure_marker_violins", "figure_marker_dotplot", "figure_gene_activity"):
         (job,) = by_rule[rule]
         assert "results/samples/markers.h5ad" in job["input"], job
         assert not any(f.endswith("prepared.h5ad") for f in job["input"]), job
@@ -238,4 +239,13 @@ def test_marker_figures_read_markers_h5ad_and_a_marker_edit_reruns_no_integratio
     cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     planned = {j["rule"] for j in dry_run_jobs(snakemake(workdir, "-n", "figures"))}
     assert "marker_expression" in planned and "figure_marker_dotplot" in planned, planned
+    assert not planned & {"prepare", "integrate", "umap", "evaluate", "spatial_clusters"}, planned
+
+    # the same for the gene-activity figure's genes
+    snakemake(workdir, "--touch", "--cores", "1", "figures")
+    assert not dry_run_jobs(snakemake(workdir, "-n", "figures"))
+    app["figure_params"]["gene_activity"] = {"genes": ["LYN", "PTPRC"]}
+    cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    planned = {j["rule"] for j in dry_run_jobs(snakemake(workdir, "-n", "figures"))}
+    assert "marker_expression" in planned and "figure_gene_activity" in planned, planned
     assert not planned & {"prepare", "integrate", "umap", "evaluate", "spatial_clusters"}, planned

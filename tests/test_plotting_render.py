@@ -4,7 +4,8 @@ The results files follow docs/CONTRACTS.md and are produced here by the study's 
 metrics tables by ``davae_study.metrics.evaluate``/``summarise`` on real embeddings (PCA of ifnb1k), obs
 and prepared.h5ad written from the real cells. As in test_plotting_panels.py, what has no offline real
 format is synthesised from the real cells: spot coordinates on a grid, and a peak matrix whose peaks split
-each cell's real counts of six genes (with a matching hand-written GTF).
+each cell's real counts of six genes (with a matching hand-written GTF); for the RNA + ATAC application
+read by ``pbmc_rna_atac``, the same for some 400 genes, with the real STIM cells as nuclei.
 """
 
 from __future__ import annotations
@@ -259,14 +260,22 @@ def test_workflow_helpers_read_figure_params():
 
 
 def test_marker_genes_are_those_the_marker_figures_draw():
-    from davae_study.plotting.workflow import PAPER_MARKER_UMAPS, PAPER_MARKERS, marker_genes
+    """The genes of markers.h5ad: those of the Fig 6 marker figures and of the Fig 4c gene-activity figure."""
+    from davae_study.plotting.workflow import PAPER_GENE_ACTIVITY, PAPER_MARKER_UMAPS, PAPER_MARKERS, marker_genes
 
     config = {"applications": {"hca": {"methods": ["davae"]}}}
-    assert marker_genes(config, "hca") == PAPER_MARKER_UMAPS + [g for g in PAPER_MARKERS if g not in PAPER_MARKER_UMAPS]
+    assert marker_genes(config, "hca") == (PAPER_MARKER_UMAPS + [g for g in PAPER_MARKERS if g not in PAPER_MARKER_UMAPS]
+                                           + PAPER_GENE_ACTIVITY)
     config["applications"]["hca"]["figure_params"] = {"marker_umaps": {"genes": ["PTPRC"]},
                                                      "marker_violins": {"markers": []},
                                                      "marker_dotplot": {"markers": ["LYZ", "PTPRC"]}}
-    assert marker_genes(config, "hca") == ["PTPRC", "LYZ"]
+    assert marker_genes(config, "hca") == ["PTPRC", "LYZ"] + PAPER_GENE_ACTIVITY
+    config["applications"]["hca"]["figure_params"]["gene_activity"] = {"genes": ["LDHB", "LYZ", "GAPDH"]}
+    assert marker_genes(config, "hca") == ["PTPRC", "LYZ", "LDHB", "GAPDH"]
+    config["applications"]["hca"]["figure_params"]["gene_activity"] = {"genes": "LDHB"}
+    with pytest.raises(ValueError, match="gene_activity.genes must be a list of gene names"):
+        marker_genes(config, "hca")
+    config["applications"]["hca"]["figure_params"]["gene_activity"] = {}
     config["applications"]["hca"]["figure_params"]["marker_dotplot"] = {"markers": "LYZ"}
     with pytest.raises(ValueError, match="must be a list of gene names"):
         marker_genes(config, "hca")
@@ -316,7 +325,7 @@ def test_marker_figures_draw_markers_prepare_did_not_select(tmp_path, monkeypatc
     import scanpy as sc
 
     from davae_study import pipeline
-    from davae_study.plotting.workflow import figure_kwargs, marker_genes
+    from davae_study.plotting.workflow import PAPER_GENE_ACTIVITY, figure_kwargs, marker_genes
 
     if not IFNB.exists():
         pytest.skip(f"shared test data not found at {IFNB}")
@@ -329,7 +338,7 @@ def test_marker_figures_draw_markers_prepare_did_not_select(tmp_path, monkeypatc
                                                              "marker_dotplot": {"markers": ["CST3", "NOT_A_GENE",
                                                                                             "LYZ", "CD3D"]}}}}}
     genes = marker_genes(config, "samples")
-    assert genes == ["CD3D", "LYZ", "NOT_A_GENE", "CST3"]
+    assert genes == ["CD3D", "LYZ", "NOT_A_GENE", "CST3"] + PAPER_GENE_ACTIVITY  # + Fig 4c's genes (default)
     prepared = pipeline.prepare_application(spec["files"], spec, params, app / "prepared.h5ad", app / "obs.tsv")
     assert not {"CD3D", "CST3"} & set(prepared.var_names) and "LYZ" in prepared.var_names
     pipeline.marker_expression({**spec["files"], "obs": str(app / "obs.tsv")}, spec, params, app / "obs.tsv",
@@ -366,3 +375,145 @@ def test_marker_figures_draw_markers_prepare_did_not_select(tmp_path, monkeypatc
     assert "CD3D\nnot in data" in umaps
     assert [t for t in violins if "not in data" in t] == ["not in data: CD3D, CST3"]
     assert [t for t in dots if "not in data" in t] == ["not in data: CST3, NOT_A_GENE, CD3D"]
+
+
+def _rna_atac_application(root: Path) -> dict[str, str]:
+    """The input files of an RNA + ATAC application (reader ``pbmc_rna_atac``, as the paper's application 3),
+    synthesised from real cells (module docstring): RNA = the real CTRL cells of ifnb1k as a 10x HDF5 (all
+    genes) with their labels; ATAC = the real STIM cells as nuclei of a 10x peak matrix, in which each gene of
+    a hand-written GTF (the 400 most expressed genes and the Fig 4c genes, not MS4A1) has two peaks inside its
+    window that split the cell's real counts of the gene, plus two peaks outside every window. The gene
+    activity of an ATAC cell is therefore its real counts of the gene. Returns the files by role."""
+    import anndata as ad
+
+    from test_data_formats import write_10x_h5, write_gtf
+
+    from davae_study.plotting.workflow import PAPER_GENE_ACTIVITY
+
+    a = ad.read_h5ad(IFNB)
+    rna, stim = a[a.obs["batch"] == "CTRL"].copy(), a[a.obs["batch"] == "STIM"].copy()
+    total = np.asarray(a.X.sum(axis=0)).ravel()
+    genes = list(a.var_names[np.argsort(-total, kind="stable")[:400]])
+    genes += [g for g in PAPER_GENE_ACTIVITY if g not in genes]
+    genes = [g for g in genes if g != "MS4A1"]  # a gene with RNA expression and no gene activity
+    counts = sp.csc_matrix(stim[:, genes].X)
+    gtf, peaks, columns = [], [], []
+    for i, gene in enumerate(genes):
+        start = 100_000 * (i + 1)
+        gtf.append(("1", start, start + 5_000, "+" if i % 2 == 0 else "-", gene))
+        c = counts[:, i].toarray().ravel()
+        peaks += [f"chr1:{start + 100}-{start + 600}", f"chr1:{start + 3000}-{start + 3500}"]
+        columns += [np.floor(c / 2), c - np.floor(c / 2)]
+    peaks += ["chr2:10000-10500", "chr2:50000-50500"]
+    columns += [counts[:, 0].toarray().ravel(), counts[:, 1].toarray().ravel()]
+    atac = ad.AnnData(X=sp.csr_matrix(np.column_stack(columns)), obs=pd.DataFrame(index=stim.obs_names),
+                      var=pd.DataFrame(index=peaks))
+    pd.DataFrame({"barcode": rna.obs_names, "cell_type": rna.obs["cell_type"].to_numpy()}).to_csv(
+        root / "labels.csv", index=False)
+    files = {"rna": str(write_10x_h5(root / "rna.h5", rna)),
+             "atac": str(write_10x_h5(root / "peaks.h5", atac, feature_type="Peaks", genome="hg19")),
+             "gtf": str(write_gtf(root / "genes.gtf.gz", gtf)), "rna_labels": str(root / "labels.csv")}
+    return files
+
+
+def test_gene_activity_figure_draws_genes_prepare_did_not_select(tmp_path, monkeypatch):
+    """Fig 4c through the chain of the rules on an RNA + ATAC application (``_rna_atac_application``):
+    prepare keeps 100 genes, which leave out LYN, VCAN, BANK1 and SULF2 of the paper's six; rule
+    marker_expression writes markers.h5ad from every input gene, in which the ATAC cells' gene activity is
+    normalised exactly as in prepared.h5ad; the gene-activity figure drawn from it (the rule's own keyword
+    arguments) colours the ATAC cells by that value for all six genes and greys the RNA cells. A gene with RNA
+    expression but no gene activity (MS4A1: not in the GTF, hence not in the joint data) and a gene of neither
+    are reported as absent, without an error. From prepared.h5ad, as before, four panels said "not in data"."""
+    import anndata as ad
+    import matplotlib.collections
+    import scanpy as sc
+
+    from davae_study import pipeline
+    from davae_study.data import read_application
+    from davae_study.plotting import embedding, style
+    from davae_study.plotting.workflow import MARKER_FIGURES, PAPER_GENE_ACTIVITY, figure_kwargs, marker_genes
+
+    if not IFNB.exists():
+        pytest.skip(f"shared test data not found at {IFNB}")
+    app = tmp_path / "rna_atac"
+    app.mkdir()
+    files = _rna_atac_application(tmp_path)
+    spec = {"reader": "pbmc_rna_atac", "files": files}
+    params = {"n_top_genes": 100}
+    asked = PAPER_GENE_ACTIVITY + ["MS4A1", "NOT_A_GENE"]
+    config = {"applications": {"rna_atac": {"title": "RNA + ATAC", "methods": ["davae"], "input": spec,
+                                            "prepare": params, "figure_params": {"gene_activity": {"genes": asked}}}}}
+    genes = marker_genes(config, "rna_atac")  # also the Fig 6 figures' markers: the rule asks for all of them
+    assert set(asked) <= set(genes)
+    prepared = pipeline.prepare_application(files, spec, params, app / "prepared.h5ad", app / "obs.tsv")
+    not_selected = ["LYN", "VCAN", "BANK1", "SULF2"]
+    assert not set(not_selected) & set(prepared.var_names) and {"CCL5", "LDHB"} <= set(prepared.var_names)
+    pipeline.marker_expression({**files, "obs": str(app / "obs.tsv")}, spec, params, app / "obs.tsv",
+                               app / "markers.h5ad", genes=genes)
+    markers = ad.read_h5ad(app / "markers.h5ad")
+    assert list(markers.obs_names) == list(prepared.obs_names)
+    assert {"MS4A1", "NOT_A_GENE"} <= set(markers.uns["markers"]["absent"])
+    assert set(PAPER_GENE_ACTIVITY) <= set(markers.var_names)
+    atac = (markers.obs["modality"] == "ATAC").to_numpy()
+    assert atac.sum() == 441 and (prepared.obs["modality"] == "ATAC").sum() == 441
+
+    # the same normalisation for the ATAC batch: a selected gene's column is prepared X's, bit for bit ...
+    ldhb = prepared.var_names.get_loc("LDHB")
+    assert (markers[:, "LDHB"].X != prepared[:, ldhb].X).nnz == 0 and markers[atac, "LDHB"].X.nnz > 100
+    # ... and an unselected gene's ATAC rows are its gene activity (the nuclei's real counts, by construction)
+    # normalised as scanpy normalises the joint matrix of every gene
+    stim = ad.read_h5ad(IFNB)
+    stim = stim[stim.obs["batch"] == "STIM"]
+    np.testing.assert_array_equal(markers[atac, "LYN"].layers["counts"].toarray().ravel(),
+                                  stim[:, "LYN"].X.toarray().ravel())
+    ref = read_application(spec, files)
+    sc.pp.filter_cells(ref, min_genes=1)
+    sc.pp.filter_genes(ref, min_cells=3)
+    sc.pp.normalize_total(ref, target_sum=1e4)
+    sc.pp.log1p(ref)
+    assert list(ref.obs_names) == list(markers.obs_names)
+    for gene in not_selected:
+        np.testing.assert_allclose(markers[:, gene].X.toarray(), ref[:, gene].X.toarray(), rtol=1e-6)
+
+    emb = sc.pp.pca(ad.read_h5ad(app / "prepared.h5ad"), n_comps=2, random_state=0, copy=True).obsm["X_pca"]
+    write_tsv(pd.DataFrame({"cell": prepared.obs_names, "umap1": emb[:, 0], "umap2": emb[:, 1]}), app / "umap.tsv")
+    # the keyword arguments of rule figure_gene_activity
+    kw = figure_kwargs(config, "rna_atac", "gene_activity", **MARKER_FIGURES["gene_activity"],
+                       select={"modality": "ATAC"}, value_label="gene activity")
+    assert kw["genes"] == asked
+
+    def draw(expression: str) -> dict:
+        """Per panel (gene): its texts, the points drawn grey and the values the coloured points show."""
+        figs = []
+
+        def save(fig, out_png):
+            figs.append(fig)
+            return style.save_figure(fig, out_png)
+
+        monkeypatch.setattr(embedding, "save_figure", save)
+        run_rule("feature_umaps", tmp_path / expression.replace(".h5ad", ".png"), {"kwargs": kw},
+                 umap=app / "umap.tsv", expression=app / expression)
+        (fig,) = figs
+        panels = {}
+        for ax in fig.axes:
+            if ax.get_title() not in asked:
+                continue  # colour bars
+            dots = [c for c in ax.collections if isinstance(c, matplotlib.collections.PathCollection)]
+            panels[ax.get_title()] = {"texts": [t.get_text() for t in ax.texts],
+                                      "grey": len(dots[0].get_offsets()) if len(dots) == 2 else 0,
+                                      "values": np.asarray(dots[-1].get_array()) if dots else None}
+        assert list(panels) == asked
+        return panels
+
+    panels = draw("markers.h5ad")
+    for gene in PAPER_GENE_ACTIVITY:
+        p = panels[gene]
+        assert not p["texts"] and p["grey"] == 391, (gene, p)  # the RNA cells in grey
+        want = np.sort(markers[atac, gene].X.toarray().ravel())  # the ATAC cells coloured by gene activity
+        np.testing.assert_array_equal(np.sort(p["values"]), want)
+    assert panels["LYN"]["values"].max() > 0
+    assert [panels[g]["texts"] for g in ("MS4A1", "NOT_A_GENE")] == [["MS4A1\nnot in data"], ["NOT_A_GENE\nnot in data"]]
+
+    # control, the old input: prepared.h5ad holds the selected genes only
+    panels = draw("prepared.h5ad")
+    assert [g for g, p in panels.items() if p["texts"]] == not_selected + ["MS4A1", "NOT_A_GENE"]

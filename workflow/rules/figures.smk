@@ -135,7 +135,9 @@ rule figure_umap_transfer:
 rule figure_gene_activity:
     input:
         umap=lambda wc: figure_file(config, wc.app, "gene_activity", "results/{app}/umap/{method}.tsv"),
-        expression="results/{app}/prepared.h5ad",
+        # every input gene (rule marker_expression): the ATAC cells' gene activity is a batch of the same
+        # matrix as the RNA cells, normalised as prepared.h5ad's X, so a gene prepare did not select is drawn
+        expression="results/{app}/markers.h5ad",
     output:
         png=report(
             "results/{app}/figures/gene_activity.png",
@@ -152,7 +154,7 @@ rule figure_gene_activity:
             config,
             wc.app,
             "gene_activity",
-            genes=PAPER_GENE_ACTIVITY,
+            **MARKER_FIGURES["gene_activity"],
             select={"modality": "ATAC"},
             value_label="gene activity",
         ),
@@ -290,9 +292,9 @@ rule figure_umap_clusters:
         "../scripts/figure.py"
 
 
-# The marker figures' genes (all of them, not only the selected features of prepared.h5ad), normalised as
-# prepared.h5ad's X. A rule of its own, not an output of prepare: editing a figure's markers re-runs this
-# job only, never prepare and the integrations behind it.
+# The genes of the marker figures and of the gene-activity figure (MARKER_FIGURES: all of them, not only the
+# selected features of prepared.h5ad), normalised as prepared.h5ad's X. A rule of its own, not an output of
+# prepare: editing a figure's genes re-runs this job only, never prepare and the integrations behind it.
 rule marker_expression:
     input:
         unpack(app_input_files),

@@ -143,8 +143,8 @@ def render_feature_umaps(umap: PathLike, expression: PathLike, out_png: PathLike
                          value_label: str = "expression", title: str | None = None, ncols: int = 3):
     """Genes on a UMAP (Fig 4c gene activity of the ATAC cells: ``select={'modality': 'ATAC'}``; Fig 6b).
 
-    Only the listed genes are read from ``expression`` (markers.h5ad for Fig 6b: every input gene;
-    prepared.h5ad for Fig 4c), in row chunks.
+    Only the listed genes are read from ``expression`` (markers.h5ad for Figs 4c and 6b: every input gene,
+    normalised as prepared.h5ad's ``X``), in row chunks.
     """
     expr = read_genes(expression, genes, layer=layer)
     cells = _select_cells(expr.obs, select)
