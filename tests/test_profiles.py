@@ -198,7 +198,7 @@ def slurm_run(tmp_path_factory):
     """The shipped profile as it is (no default partition); the fake cluster's default partition is cpu."""
     if not IFNB.exists():
         pytest.skip(f"{IFNB} not found (shared data sets absent)")
-    return run_with_fake_slurm(tmp_path_factory.mktemp("slurm"), ["results/ifnb/metrics.tsv"],
+    return run_with_fake_slurm(tmp_path_factory.mktemp("slurm"), ["results/ifnb/metrics.tsv", "results/ifnb/markers.h5ad"],
                                env_extra={"FAKE_SLURM_FAIL_FIRST": r"rule_integrate_wildcards_.*pca"})
 
 
@@ -231,8 +231,8 @@ def _by_rule(subs, rule, *values):
 def test_slurm_profile_runs_the_study_through_sbatch(slurm_run):
     proc, work, subs, _ = slurm_run
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert (work / "results/ifnb/metrics.tsv").exists()
-    for rule in ("prepare", "integrate", "evaluate"):
+    assert (work / "results/ifnb/metrics.tsv").exists() and (work / "results/ifnb/markers.h5ad").exists()
+    for rule in ("prepare", "integrate", "evaluate", "marker_expression"):
         assert _by_rule(subs, rule), f"rule {rule} was not submitted to SLURM"
     # short rules are localrules: never submitted
     assert not _by_rule(subs, "aggregate_metrics")
@@ -315,6 +315,25 @@ def test_profile_set_resources_reach_sbatch(slurm_run):
     assert prep["opts"]["--cpus-per-task"] == str(profile["set-threads"]["prepare"])
     for s in _by_rule(subs, "evaluate"):
         assert int(s["opts"]["--mem"]) == 16000 and s["opts"]["--job-name"].startswith(profile["slurm-jobname-prefix"] + "_")
+    # marker_expression reads the input again (plus obs.tsv): sized as prepare, from its inputs' size
+    (mx,) = _by_rule(subs, "marker_expression", "ifnb")
+    size_mb = sum((work / f).stat().st_size for f in ("data/ifnb1k.h5ad", "results/ifnb/obs.tsv")) / 2**20
+    assert int(mx["opts"]["--mem"]) == int(max(8000, 12 * size_mb)) and int(mx["opts"]["-t"]) == 120
+
+
+def test_profile_entries_name_rules_of_the_workflow():
+    """A set-resources / set-threads entry for a rule that does not exist (a typo, a renamed rule) is
+    silently ignored by Snakemake: every entry must name a rule of workflow/rules/*.smk, and every rule
+    that reads an application's whole input (prepare, marker_expression) has a memory entry scaled by it."""
+    profile = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())
+    rules = {m for f in (REPO / "workflow/rules").glob("*.smk")
+             for m in re.findall(r"^rule (\w+):", f.read_text(), re.M)}
+    assert {"prepare", "marker_expression", "integrate"} <= rules
+    for section in ("set-resources", "set-threads"):
+        unknown = set(profile[section]) - rules
+        assert not unknown, f"profiles/slurm/profile.yaml {section} names no rule of the workflow: {sorted(unknown)}"
+    for rule in ("prepare", "marker_expression"):
+        assert "input.size_mb" in profile["set-resources"][rule]["mem_mb"], rule
 
 
 def test_local_profile_dry_run_schedules_gpu_jobs(tmp_path):
