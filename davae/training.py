@@ -96,9 +96,24 @@ class MinibatchSource:
                 rows = np.arange(i, min(i + chunk, n))
                 self.dense[i : i + len(rows)] = torch.from_numpy(dense_rows(X, rows)).to(device)
 
-    def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(x, codes, onehot, weights)`` of the cells ``idx``."""
-        it = torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.device)
+    def to_device(self, index_sets: list[np.ndarray]) -> list[torch.Tensor]:
+        """``index_sets`` (integer arrays) as device tensors, sent in one host-to-device copy.
+
+        A blocking copy to a CUDA device waits for the GPU to finish the work queued before it; sending an
+        epoch's minibatch indices at once makes that one wait per epoch instead of one per step, so the
+        host can queue a step while the GPU still runs the previous one. The tensors are views of one buffer.
+        """
+        if not index_sets:
+            return []
+        flat = torch.from_numpy(np.concatenate([np.asarray(i, dtype=np.int64) for i in index_sets]))
+        return list(torch.split(flat.to(self.device), [len(i) for i in index_sets]))
+
+    def __call__(self, idx: np.ndarray, it: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x, codes, onehot, weights)`` of the cells ``idx``; ``it``: the same indices already on the
+        device (from :meth:`to_device`), else they are copied here."""
+        if it is None:
+            it = torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.device)
         if self.on_device:
             x = self.dense.index_select(0, it)
         else:
@@ -188,13 +203,21 @@ def train(
     w_host = np.asarray(weights, dtype=np.float32)
     some_zero = bool((w_host == 0).any())
 
-    def batch_loss(idx: np.ndarray, scale: float) -> dict[str, torch.Tensor]:
-        x, b, onehot, w = source(idx)
-        rows = None
+    def device_batches(chunks: list[np.ndarray]) -> list[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
+        """Per minibatch: host indices, the same on the device, and its weighted rows on the device (None =
+        all). Everything goes to the device in one copy per call (one epoch), not one per step."""
+        rows: list[np.ndarray | None] = [None] * len(chunks)
         if some_zero:
-            keep = np.flatnonzero(w_host[idx] != 0)
-            if 0 < len(keep) < len(idx):
-                rows = torch.from_numpy(keep).to(device)
+            for i, idx in enumerate(chunks):
+                keep = np.flatnonzero(w_host[idx] != 0)
+                rows[i] = keep if 0 < len(keep) < len(idx) else None
+        sent = source.to_device(list(chunks) + [r for r in rows if r is not None])
+        its, rest = sent[: len(chunks)], iter(sent[len(chunks):])
+        return [(idx, it, None if r is None else next(rest)) for idx, it, r in zip(chunks, its, rows)]
+
+    def batch_loss(idx: np.ndarray, scale: float, it: torch.Tensor | None = None,
+                   rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        x, b, onehot, w = source(idx, it)
         with torch.autocast(**amp):
             out = module(x, onehot, grl_scale=scale, recon_rows=rows)
         return davae_loss(out, x, b, w, params.domain_lambda, params.recon_loss, recon_rows=rows)
@@ -210,10 +233,10 @@ def train(
         # CUDA step wait for the GPU)
         sums = {k: torch.zeros((), device=device) for k in ("loss", "recon", "kl", "domain")}
         scale = 1.0
-        for idx in _minibatches(cells, params.batch_size, rng):
+        for idx, it, rows in device_batches(_minibatches(cells, params.batch_size, rng)):
             if params.lambda_schedule == "ganin":
                 scale = ganin_lambda(step / max(total_steps - 1, 1))
-            parts = batch_loss(idx, scale)
+            parts = batch_loss(idx, scale, it, rows)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             opt.step()
@@ -248,13 +271,14 @@ def train(
 def held_out_loss(module: DAVAEModule, batch_loss, cells: np.ndarray, batch_size: int) -> float:
     """Mean reconstruction + KL loss of ``cells`` in evaluation mode (no dropout, running batch statistics)."""
     module.eval()
-    total = 0.0
+    total = None
     for i in range(0, len(cells), batch_size):
         idx = cells[i : i + batch_size]
         parts = batch_loss(idx, 1.0)
-        total += float(parts["recon"] + parts["kl"]) * len(idx)
+        part = (parts["recon"] + parts["kl"]).double() * len(idx)  # float64, as Python floats were
+        total = part if total is None else total + part
     module.train()
-    return total / len(cells)
+    return float(total) / len(cells)  # one read-back per evaluation
 
 
 @torch.no_grad()

@@ -214,6 +214,38 @@ def test_rows_on_device_train_the_same(sparse):
     assert all(torch.equal(u, v) for u, v in zip(runs[0][1], runs[1][1]))
 
 
+def test_an_epochs_indices_go_to_the_device_in_one_copy(monkeypatch):
+    """Minibatch (and weighted-row) indices are sent once per epoch, so on CUDA no step waits on a
+    host-to-device copy; every step gets its indices already on the device."""
+    from davae import training
+
+    a = _lognorm(_toy(sparse=True))
+    codes = a.obs["batch"].cat.codes.to_numpy()
+    w = (codes == 0).astype(np.float32)  # zero weights: weighted rows are sent too
+    sent, steps = [], []
+    to_device, call = training.MinibatchSource.to_device, training.MinibatchSource.__call__
+
+    def spy_to_device(self, index_sets):
+        out = to_device(self, index_sets)
+        sent.append([i.tolist() for i in out])
+        assert [t.tolist() for t in out] == [np.asarray(i).tolist() for i in index_sets]  # values unchanged
+        return out
+
+    def spy_call(self, idx, it=None):
+        steps.append(it is not None and it.tolist() == np.asarray(idx).tolist())
+        return call(self, idx, it)
+
+    monkeypatch.setattr(training.MinibatchSource, "to_device", spy_to_device)
+    monkeypatch.setattr(training.MinibatchSource, "__call__", spy_call)
+    p = davae.get_params("scbean", epochs=3, min_steps=0, batch_size=32)
+    m = DAVAEModule(a.n_vars, 2, p.hidden_layers, p.latent_dim, encoder_batch=True)
+    training.train(m, a.X, codes, w, p, seed=0, progress=False)
+    steps_per_epoch = len(training._minibatches(np.arange(a.n_obs), 32, np.random.default_rng(0)))
+    assert len(sent) == 3  # one copy per epoch
+    assert all(len(s) > steps_per_epoch for s in sent)  # minibatches plus their weighted rows
+    assert len(steps) == 3 * steps_per_epoch and all(steps)
+
+
 def test_validation_split_is_stratified_and_disjoint():
     codes = np.repeat([0, 1, 2], [50, 20, 30])
     tr, va = validation_split(codes, 0.1, seed=0)
