@@ -70,10 +70,24 @@ def test_unknown_module_and_params_are_recorded(ifnb_prepared):
 
 
 def test_check_result_shape_of_corrected(ifnb_prepared):
-    bad = ad.AnnData(obs=ifnb_prepared.obs.copy())
-    bad.obsm["X_emb"] = np.zeros((ifnb_prepared.n_obs, 3))
-    bad.layers  # no corrected: fine
-    check_result(ifnb_prepared, bad, "x")
+    ok = ad.AnnData(obs=ifnb_prepared.obs.copy())
+    ok.obsm["X_emb"] = np.zeros((ifnb_prepared.n_obs, 3))
+    check_result(ifnb_prepared, ok, "x")  # no corrected layer: fine
+    # a corrected layer of the prepared shape (cells x genes) is accepted ...
+    full = ad.AnnData(X=np.zeros(ifnb_prepared.shape, dtype=np.float32), obs=ifnb_prepared.obs.copy())
+    full.obsm["X_emb"] = ok.obsm["X_emb"]
+    full.layers["corrected"] = np.ones(ifnb_prepared.shape, dtype=np.float32)
+    check_result(ifnb_prepared, full, "x")
+    # ... one over fewer genes is a contract violation, and run_method records it as a failure
+    n_genes = ifnb_prepared.n_vars - 1
+    fewer = ad.AnnData(X=np.zeros((ifnb_prepared.n_obs, n_genes), dtype=np.float32), obs=ifnb_prepared.obs.copy())
+    fewer.obsm["X_emb"] = ok.obsm["X_emb"]
+    fewer.layers["corrected"] = np.ones(fewer.shape, dtype=np.float32)
+    with pytest.raises(ValueError, match=rf"layers\['corrected'\] has shape \({ifnb_prepared.n_obs}, {n_genes}\)"):
+        check_result(ifnb_prepared, fewer, "x")
+    out = run_method("short", ifnb_prepared, module=_register("tests_fake_short_corrected", lambda adata, *, seed=0,
+                                                              device="cpu": fewer))
+    assert out.uns["method"]["status"] == "failed" and "layers['corrected']" in out.uns["method"]["error"]
     with pytest.raises(ValueError, match="returned no obsm"):
         check_result(ifnb_prepared, ad.AnnData(obs=ifnb_prepared.obs.copy()), "x")
 
