@@ -1,7 +1,7 @@
 """Readers of the paper's data formats and applications, on fixtures written at test time from real data.
 
 Each fixture is a real file format (10x HDF5 v2 and v3, 10x mtx tar.gz, GEO txt.gz, Visium spatial folder and
-tar.gz, Allen CSV, GTF) filled with the real counts and labels in ../shared/data, so the readers meet the
+tar.gz, Allen CSV, GTF) filled with the real counts and labels in data/demo, so the readers meet the
 layouts of the paper's files without a network. The builders are imported by test_data_download.py too.
 """
 
@@ -27,15 +27,12 @@ from davae_study.data import readers
 from davae_study.data.formats import read_10x_h5, read_10x_mtx, read_geo_table, read_visium_spatial
 from davae_study.data.provenance import ShapeMismatchWarning, provenance_table, rows_from_uns
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-pytestmark = pytest.mark.shared_data
+from conftest import DEMO
 
 
 def real(name: str) -> ad.AnnData:
-    path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"real test data {path} absent")
-    return ad.read_h5ad(path)
+    """A committed demo data set (data/demo, byte-identical to ../shared/data's): never skipped."""
+    return ad.read_h5ad(DEMO / name)
 
 
 def small_cellbench(n_genes: int = 300) -> ad.AnnData:

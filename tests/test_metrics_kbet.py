@@ -273,8 +273,6 @@ def test_pooled_variant_downsamples_common_types_to_equal_batches():
 
 
 def test_real_data_batch_effect_and_shuffled_labels():
-    if not DEMO.exists():
-        pytest.skip(f"{DEMO} absent")
     import anndata as ad
     import scanpy as sc
 
