@@ -1,7 +1,5 @@
 """Label transfer (MLP, kNN), transfer tables and the transfer workflow step."""
 
-from pathlib import Path
-
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -20,8 +18,7 @@ from davae_study.transfer import (
     transfer_table,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CELLBENCH = DATA / "cellbench_3cl_10x_celseq2_dropseq_symbols.h5ad"
+from conftest import CELLBENCH  # the committed demo copy (data/demo): never skipped
 
 
 def blobs(n_per=40, n_types=3, dim=8, shift=0.0, seed=0):
@@ -172,11 +169,8 @@ def test_transfer_config_merges_defaults_global_and_application():
         transfer_config(cfg, "c")
 
 
-@pytest.mark.shared_data
 def test_cellbench_cross_technology_transfer_beats_majority_rate():
     """Ground truth (a): train on 10x, predict CEL-seq2 and Drop-seq cells of known cell line."""
-    if not CELLBENCH.exists():
-        pytest.skip(f"{CELLBENCH} absent")
     import scanpy as sc
 
     adata = ad.read_h5ad(CELLBENCH)

@@ -1,7 +1,5 @@
 """Spatial: Leiden resolution search, soft cell-type scores, simulated spots and their ground truth."""
 
-from pathlib import Path
-
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -25,8 +23,7 @@ from davae_study.spatial import (
     simulate_spots,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-IFNB = DATA / "seuratTools_ifnb1k.h5ad"
+from conftest import IFNB  # the committed demo copy (data/demo): never skipped
 
 
 def marker_cells(n_per=20, n_types=4):
@@ -130,11 +127,8 @@ def test_simulate_config_reads_the_named_entry():
         simulate_config(cfg, "other")
 
 
-@pytest.mark.shared_data
 def test_spots_of_stimulated_cells_against_control_reference():
     """Ground truth (b): spots mixed from IFN-β-stimulated PBMCs, reference of control PBMCs."""
-    if not IFNB.exists():
-        pytest.skip(f"{IFNB} absent")
     import scanpy as sc
 
     combined, truth = make_spots_application(ad.read_h5ad(IFNB), reference_batches="CTRL", spot_batches="STIM",
