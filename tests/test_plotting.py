@@ -1,6 +1,6 @@
 """Figure functions of the study (davae_study.plotting): style, UMAP grid, ARI dot plot, kBET curves, summary.
 
-Inputs are real: ifnb1k cells from ../shared/data (CTRL vs STIM, six PBMC types), normalised, PCA computed once
+Inputs are real: ifnb1k cells from data/demo (CTRL vs STIM, six PBMC types), normalised, PCA computed once
 per module; planes of the PCA stand in for each method's 2-D embedding (the figure functions only read
 ``cell, umap1, umap2``; a real UMAP would add ~10 s of numba compilation to every test run). The metrics
 tables are in the tidy CONTRACTS format; their ARI values are computed here from k-means on the real
@@ -33,10 +33,7 @@ from davae_study.plotting import (  # noqa: E402
 from davae_study.plotting.scores import _minmax_good, parse_kbet_group  # noqa: E402
 from davae_study.plotting.style import DPI, FULL_WIDTH, HALF_WIDTH, MAX_HEIGHT  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-IFNB = DATA / "seuratTools_ifnb1k.h5ad"
-
-pytestmark = pytest.mark.shared_data
+from conftest import IFNB  # noqa: E402  (the committed demo copy, data/demo: never skipped)
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -69,8 +66,6 @@ def assert_figure(png: Path, width_in: float | None = None, max_width_in: float 
 
 @pytest.fixture(scope="module")
 def ifnb():
-    if not IFNB.exists():
-        pytest.skip(f"shared test data not found at {IFNB}")
     import anndata as ad
     import scanpy as sc
 

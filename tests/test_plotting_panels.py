@@ -1,6 +1,6 @@
 """Fig 4–6 panel functions of davae_study.plotting on small real inputs.
 
-Real cells: ifnb1k from ../shared/data (CTRL vs STIM PBMCs, six annotated types). Where the real format is
+Real cells: ifnb1k from data/demo (CTRL vs STIM PBMCs, six annotated types). Where the real format is
 not available offline the inputs are *synthesised from these real cells*, and each test says so:
 - scATAC peaks: no peak matrix ships offline, so peaks are laid on a grid around six made-up gene loci and
   each cell's real UMI count of the gene is split over the gene's peaks (binomial, fixed weights), plus
@@ -41,13 +41,11 @@ from davae_study.plotting import (  # noqa: E402
 )
 from davae_study.plotting.style import DPI, FULL_WIDTH, MAX_HEIGHT  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-IFNB = DATA / "seuratTools_ifnb1k.h5ad"
+from conftest import IFNB  # noqa: E402  (the committed demo copy, data/demo: never skipped)
+
 ATAC_GENES = ["LYN", "VCAN", "CCL5", "BANK1", "SULF2", "LDHB"]
 HCA_MARKERS = ["CD3D", "CD79A", "MS4A1", "S100A8", "LYZ", "CD14", "FCGR3A", "GNLY", "NKG7", "CST3", "FCER1A",
                "PPBP", "HBB", "IL7R"]
-
-pytestmark = pytest.mark.shared_data
 
 
 def assert_figure(png, min_ink: float = 0.01) -> tuple[int, int]:
@@ -68,8 +66,6 @@ def assert_figure(png, min_ink: float = 0.01) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def ifnb():
-    if not IFNB.exists():
-        pytest.skip(f"shared test data not found at {IFNB}")
     import anndata as ad
     import scanpy as sc
 
