@@ -101,7 +101,8 @@ localrules:
 # ---- Figs 4-6: figures an application lists under applications.<app>.figures ----------------------------
 # Options per figure (method whose embedding is drawn, genes, types, markers, select, clusters) come from
 # applications.<app>.figure_params.<figure> (docs/figures.md). Every rule runs the script
-# davae_study/plotting/rule_script.py → render_rule: params.renderer picks the figure, named inputs = its files.
+# workflow/scripts/figure.py → davae_study.plotting.render.render_rule: params.renderer picks the figure,
+# named inputs = its files.
 rule figure_umap_transfer:
     input:
         umap=lambda wc: figure_file(config, wc.app, "umap_transfer", "results/{app}/umap/{method}.tsv"),
