@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import IFNB  # the committed demo copy (data/demo): never skipped
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 CONFIG = REPO / "config" / "demo.yaml"
@@ -47,10 +49,9 @@ def dry_run_jobs(text: str) -> list[dict]:
 
 @pytest.fixture
 def workdir(tmp_path):
-    if not SNAKEFILE.exists() or not CONFIG.exists():
-        pytest.skip("Snakefile or config/demo.yaml not present")
-    if shutil.which("snakemake") is None and not Path(sys.executable).with_name("snakemake").exists():
-        pytest.skip("snakemake not installed")
+    # Snakefile, config/demo.yaml and snakemake (envs/requirements.lock) are part of the project: a missing
+    # one fails here (it used to skip, which CI would never have noticed)
+    assert SNAKEFILE.exists() and CONFIG.exists()
     wd = tmp_path / "wd"
     wd.mkdir()
     (wd / "data").symlink_to(REPO / "data")  # the demo config's inputs, relative to the working directory
@@ -97,8 +98,6 @@ def test_figures_target_touches_no_integration_output(workdir):
     assert "umap" in rules_after and "integrate" not in rules_after, rules_after
 
 
-IFNB = REPO.parent / "shared" / "data" / "seuratTools_ifnb1k.h5ad"
-
 
 def _method_tables(pca, obs, methods: list[str]) -> dict[str, tuple]:
     """Per method: a real 2-D embedding and the tidy + repeats tables ``davae_study.metrics.evaluate`` gives
@@ -136,12 +135,9 @@ def _cached_tables(per_method: dict, obs, app: str, methods: list[str]) -> dict[
 
 
 @pytest.mark.slow
-@pytest.mark.shared_data
 def test_figures_target_renders_from_cached_tables_and_builds_the_report(workdir):
     """`snakemake figures` on real cached tables (integration outputs are empty placeholders that must stay
     untouched), then `snakemake --report` builds the HTML report with every figure and its caption."""
-    if not IFNB.exists():
-        pytest.skip(f"shared test data not found at {IFNB}")
     import anndata as ad
     import pandas as pd
     import scanpy as sc

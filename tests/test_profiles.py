@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-IFNB = DATA / "seuratTools_ifnb1k.h5ad"
+IFNB = REPO / "data" / "demo" / "seuratTools_ifnb1k.h5ad"  # committed (data/demo): never skipped
 PY = sys.executable
 
 FAKE_SBATCH = r'''#!{py}
@@ -196,8 +195,6 @@ def run_with_fake_slurm(tmp_path: Path, targets, *, profile=None, partitions=("c
 @pytest.fixture(scope="module")
 def slurm_run(tmp_path_factory):
     """The shipped profile as it is (no default partition); the fake cluster's default partition is cpu."""
-    if not IFNB.exists():
-        pytest.skip(f"{IFNB} not found (shared data sets absent)")
     return run_with_fake_slurm(tmp_path_factory.mktemp("slurm"), ["results/ifnb/metrics.tsv", "results/ifnb/markers.h5ad"],
                                env_extra={"FAKE_SLURM_FAIL_FIRST": r"rule_integrate_wildcards_.*pca"})
 
@@ -210,8 +207,6 @@ def slurm_partition_run(tmp_path_factory):
     """The shipped profile plus `default-resources: slurm_partition: cpu` and `set-resources:
     scaling_integrate: slurm_partition: big`, on a fake cluster whose default partition (sinfo's `*`) is
     debug: a job that fell back to the cluster's default would show `-p debug`."""
-    if not IFNB.exists():
-        pytest.skip(f"{IFNB} not found (shared data sets absent)")
     profile = yaml.safe_load((REPO / "profiles/slurm/profile.yaml").read_text())
     profile["default-resources"]["slurm_partition"] = "cpu"
     profile["set-resources"]["scaling_integrate"] = {"slurm_partition": "big"}
@@ -337,8 +332,6 @@ def test_profile_entries_name_rules_of_the_workflow():
 
 
 def test_local_profile_dry_run_schedules_gpu_jobs(tmp_path):
-    if not IFNB.exists():
-        pytest.skip(f"{IFNB} not found (shared data sets absent)")
     work = workdir(tmp_path)
     cmd = [PY, "-m", "snakemake", "results/ifnb/metrics.tsv", "--profile", "profiles/local", "--configfile",
            "tiny.yaml", "--dry-run", "--printshellcmds"]
@@ -384,8 +377,6 @@ def _partition(resources: str):
 def test_partition_resource_per_method_falls_back_to_the_default(tmp_path, with_partition, extra, expect):
     """integrate and scaling_integrate carry a method's own slurm_partition; a method without one gets the
     run's default-resources slurm_partition (none when the run sets none); set-resources wins."""
-    if not IFNB.exists():
-        pytest.skip(f"{IFNB} not found (shared data sets absent)")
     work = workdir(tmp_path)
     config = CONFIG if with_partition else CONFIG.replace(", slurm_partition: gpu", "")
     (work / "tiny.yaml").write_text(config + SCALING_500)
