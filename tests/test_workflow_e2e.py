@@ -83,7 +83,8 @@ def test_outputs_and_sane_metrics(study):
     assert list(m.columns) == ["application", "method", "metric", "group", "value", "n", "note"]
     overall = m[m.group == "all"].pivot_table(index="method", columns="metric", values="value")
     # real batch effect in ifnb1k: Scanorama mixes the two batches more than uncorrected PCA
-    assert overall.loc["scanorama", "one_minus_ari_batch"] >= overall.loc["pca", "one_minus_ari_batch"]
+    # (strictly: `>=` passed when the two were equal, i.e. when Scanorama corrected nothing)
+    assert overall.loc["scanorama", "one_minus_ari_batch"] > overall.loc["pca", "one_minus_ari_batch"], overall
     kbet = m[(m.metric == "kbet_acceptance") & m.group.str.fullmatch(r"kbet@\d+%")]
     kb = kbet.groupby("method")["value"].mean()
     assert kb["scanorama"] > kb["pca"]
