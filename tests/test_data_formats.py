@@ -378,3 +378,13 @@ def test_reader_output_feeds_prepare(tmp_path):
     out = prepare(raw, n_top_genes=100)
     assert out.n_obs == 200 and sparse.issparse(out.layers["counts"])
     assert list(out.obs["batch"].cat.categories) == ["bone_marrow", "cord_blood"]
+    assert out.uns["prepare"]["counts_kind"] == "counts"
+    # TPM (the docstring's claim, unchecked before): Villani's GEO table, plates P7 (batch1) and P3 (batch2)
+    dc = a[:120]
+    ids = [f"{t}_{p}_A{i % 12 + 1}x{i}" for i, (t, p) in
+           enumerate(zip(np.resize(["CD1C", "pDC", "CD141"], dc.n_obs), np.resize(["P7", "P3"], dc.n_obs)))]
+    tpm_raw = readers.villani_dc({"matrix": str(write_geo_txt_gz(tmp_path / "dc.txt.gz", dc, ids))})
+    assert tpm_raw.uns["counts_kind"] == "tpm"
+    tpm = prepare(tpm_raw, n_top_genes=100)
+    assert tpm.n_obs == 120 and sparse.isspmatrix_csr(tpm.X) and tpm.uns["prepare"]["counts_kind"] == "tpm"
+    assert list(tpm.obs["batch"].cat.categories) == ["batch1", "batch2"]
