@@ -286,7 +286,7 @@ def test_runtime_scaling_from_snakemake_benchmark_files(tmp_path, ifnb):
     import resource
 
     cols = ["s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in", "io_out", "mean_load", "cpu_time"]
-    records = []
+    records, written = [], []
     x = ifnb.X[:, :200].toarray()
     for method, k in (("davae", 3), ("scanorama", 2), ("desc", 1)):
         for n in (200, 400, 800):
@@ -301,8 +301,15 @@ def test_runtime_scaling_from_snakemake_benchmark_files(tmp_path, ifnb):
             path = tmp_path / f"{method}_{n}.tsv"
             pd.DataFrame(rows, columns=cols).to_csv(path, sep="\t", index=False)
             records.append((method, n, path))
+            written += [(method, n, r, row[0], row[2]) for r, row in enumerate(rows)]
     bench = read_benchmarks(records)
     assert len(bench) == 18 and {"method", "n_cells", "repeat", "s", "max_rss"} <= set(bench.columns)
+    # every row read back as written: method, cell count, repeat (file row), seconds and memory
+    got = bench.sort_values(["method", "n_cells", "repeat"])[["method", "n_cells", "repeat", "s", "max_rss"]]
+    want = pd.DataFrame(written, columns=got.columns).sort_values(["method", "n_cells", "repeat"])
+    assert got["method"].tolist() == want["method"].tolist()
+    assert got["n_cells"].tolist() == want["n_cells"].tolist() and got["repeat"].tolist() == want["repeat"].tolist()
+    np.testing.assert_allclose(got[["s", "max_rss"]].to_numpy(float), want[["s", "max_rss"]].to_numpy(float), rtol=1e-9)
     assert bench["max_vms"].isna().all()
     w, h = assert_figure(runtime_scaling(bench, tmp_path / "runtime.png", title="scaling")[0])
     assert w == round(FULL_WIDTH * DPI)
