@@ -162,9 +162,10 @@ def test_skipping_zero_weight_cells_changes_nothing(kind):
         assert out["x_logits"].shape[0] == (16 if recon_rows is None else 8)
         parts = davae_loss(out, x, b, w, 1.5, kind, recon_rows=recon_rows)
         parts["loss"].backward()
-        results.append((float(parts["recon"]), [p.grad.clone() for p in module.parameters()]))
+        results.append(((float(parts["recon"]), float(parts["loss"])), [p.grad.clone() for p in module.parameters()]))
     (full, g_full), (sub, g_sub) = results
-    assert sub == pytest.approx(full, rel=1e-12)
+    assert sub[0] == pytest.approx(full[0], rel=1e-12)  # the reconstruction term
+    assert sub[1] == pytest.approx(full[1], rel=1e-12)  # the whole loss
     assert all(torch.allclose(a, c, rtol=1e-10, atol=1e-13) for a, c in zip(g_full, g_sub))
 
 
@@ -239,10 +240,15 @@ def test_an_epochs_indices_go_to_the_device_in_one_copy(monkeypatch):
     p = davae.get_params("scbean", epochs=3, min_steps=0, batch_size=32)
     m = DAVAEModule(a.n_vars, 2, p.hidden_layers, p.latent_dim, encoder_batch=True)
     training.train(m, a.X, codes, w, p, seed=0, progress=False)
-    steps_per_epoch = len(training._minibatches(np.arange(a.n_obs), 32, np.random.default_rng(0)))
+    rng = np.random.default_rng(0)  # train's minibatch order for seed 0
     assert len(sent) == 3  # one copy per epoch
-    assert all(len(s) > steps_per_epoch for s in sent)  # minibatches plus their weighted rows
-    assert len(steps) == 3 * steps_per_epoch and all(steps)
+    for epoch in sent:
+        chunks = training._minibatches(np.arange(a.n_obs), 32, rng)
+        mixed = [np.flatnonzero(w[c] != 0) for c in chunks if 0 < (w[c] != 0).sum() < len(c)]
+        assert mixed  # the toy batches are interleaved, so there is something to send
+        # the epoch's minibatches, then the weighted rows of each minibatch that has some of both
+        assert epoch == [c.tolist() for c in chunks] + [k.tolist() for k in mixed]
+    assert len(steps) == 3 * len(chunks) and all(steps)
 
 
 def test_validation_split_is_stratified_and_disjoint():
