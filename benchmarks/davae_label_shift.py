@@ -172,8 +172,8 @@ def main(argv=None) -> int:
         ct = prep.obs["cell_type"].astype(str).to_numpy()
         for method in args.methods.split(","):
             for seed in [int(s) for s in args.seeds.split(",")]:
-                # davae_study.metrics.ari's threadpool_limits block leaves torch at the machine's thread count on
-                # exit (2 here, from 1): reset before every run, or training thrashes on a busy machine
+                # scoring leaves torch at the machine's thread count (2 here, from 1; kBET's numba parallel
+                # kernel, davae_study.metrics.kbet): reset before every run, or training thrashes on a busy machine
                 torch.set_num_threads(args.threads)
                 t = time.time()
                 x, info = run_one(method, prep, seed, overrides)
