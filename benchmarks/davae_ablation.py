@@ -140,6 +140,9 @@ def main(argv=None) -> int:
             if args.only and not any(o in label for o in args.only.split(",")):
                 continue
             for seed in seeds:
+                # scanpy's PCA (baselines) and the metrics' numba kernels reset torch's intra-op thread count
+                # (to 2 here, whatever OMP_NUM_THREADS says); pin it before every fit
+                torch.set_num_threads(args.threads)
                 t = time.time()
                 out = davae.integrate(prep, preset=preset, preprocess=False, seed=seed, device="cpu",
                                       progress=False, **ov)
