@@ -117,10 +117,11 @@ class DAVAEModule(nn.Module):
         """Return the reconstructed expression (softplus output, non-negative)."""
         return F.softplus(self.decode_logits(z, onehot))
 
-    def decode_logits(self, z: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-        """The decoder's output before the softplus (``decode`` = ``softplus(decode_logits)``)."""
-        h = torch.cat([z, onehot], 1) if self.decoder_batch else z
-        return self.out(self.decoder(h))
+    def decode_logits(self, z: torch.Tensor, onehot: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's output before the softplus (``decode`` = ``softplus(decode_logits)``); with ``rows``,
+        only for those cells (the hidden layers, and so their batch statistics, still see every cell)."""
+        h = self.decoder(torch.cat([z, onehot], 1) if self.decoder_batch else z)
+        return self.out(h if rows is None else h.index_select(0, rows))
 
     def forward(self, x: torch.Tensor, onehot: torch.Tensor, grl_scale: float = 1.0,
                 recon_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -134,8 +135,7 @@ class DAVAEModule(nn.Module):
         """
         mu, logvar = self.encode(x, onehot)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        h = self.decoder(torch.cat([z, onehot], 1) if self.decoder_batch else z)
-        x_logits = self.out(h if recon_rows is None else h.index_select(0, recon_rows))
+        x_logits = self.decode_logits(z, onehot, rows=recon_rows)
         logits = self.classifier(grad_reverse(z, grl_scale))
         return {"mu": mu, "logvar": logvar, "z": z, "x_logits": x_logits, "logits": logits}
 
