@@ -241,6 +241,7 @@ def davae_loss(
     domain_lambda: float,
     recon_loss: str = "gaussian",
     recon_rows: torch.Tensor | None = None,
+    logit_prior: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Minibatch loss: mean over cells of ``recon + KL + CE·D·λ``; returns the total and its parts.
 
@@ -250,12 +251,14 @@ def davae_loss(
     to :func:`scbean_reconstruction` / :func:`gaussian_reconstruction` of ``softplus(x_logits)``). Every part
     is computed in at least float32, also when the network ran under bf16 autocast. ``recon_rows``: the
     minibatch rows ``x_logits`` was computed for (see :meth:`DAVAEModule.forward`); every other row must
-    have weight 0.
+    have weight 0. ``logit_prior`` (cells × batches, log-probabilities): added to the classifier's logits
+    before the cross-entropy (the local batch prior, :mod:`davae.prior`).
     """
     xr, wr = (x, w) if recon_rows is None else (x.index_select(0, recon_rows), w.index_select(0, recon_rows))
     recon = softplus_reconstruction(_full(out["x_logits"]), xr, wr, recon_loss, n_cells=x.shape[0])
     kl = kl_normal(_full(out["mu"]), _full(out["logvar"]))
-    domain = F.cross_entropy(_full(out["logits"]), batch, reduction="none") * x.shape[1] * domain_lambda
+    logits = _full(out["logits"]) if logit_prior is None else _full(out["logits"]) + logit_prior
+    domain = F.cross_entropy(logits, batch, reduction="none") * x.shape[1] * domain_lambda
     parts = {"recon": recon, "kl": kl.mean(), "domain": domain.mean()}
     parts["loss"] = parts["recon"] + parts["kl"] + parts["domain"]
     return parts

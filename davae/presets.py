@@ -25,6 +25,7 @@ from typing import Any
 RECON_WEIGHTS = ("all", "reference")
 RECON_LOSSES = ("scbean", "gaussian")
 LAMBDA_SCHEDULES = ("constant", "ganin")
+DOMAIN_PRIORS = ("none", "local")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,15 @@ class DAVAEParams:
         Weight λ of the domain-classifier cross-entropy (multiplied by the number of genes, as released).
     lambda_schedule
         ``"constant"``: λ from the first step; ``"ganin"``: λ·(2/(1+exp(−10p)) − 1), p = training progress.
+    domain_prior
+        ``"none"``: the classifier tells every batch from every other, everywhere (the released adversary);
+        ``"local"``: it only tells apart the batches present around each cell (:mod:`davae.prior`), measured
+        on the latent space after ``prior_warmup`` of the epochs have run without the adversary.
+    prior_warmup
+        Fraction of the epochs trained without the adversary (gradient-reversal scale 0; the classifier still
+        learns) before the local prior is computed; only with ``domain_prior="local"``.
+    prior_neighbors, prior_share, prior_smoothing
+        The local prior's neighbourhood size, share threshold and smoothing steps (see :mod:`davae.prior`).
     epochs
         Passes over the data.
     min_steps
@@ -93,6 +103,11 @@ class DAVAEParams:
     recon_loss: str = "gaussian"
     domain_lambda: float = 1.0
     lambda_schedule: str = "constant"
+    domain_prior: str = "none"
+    prior_warmup: float = 0.25
+    prior_neighbors: int = 30
+    prior_share: float = 0.1
+    prior_smoothing: int = 1
     epochs: int = 20
     min_steps: int = 2000
     early_stopping: bool = False
@@ -186,5 +201,12 @@ def _check(p: DAVAEParams) -> None:
         raise ValueError(f"recon_weight must be one of {RECON_WEIGHTS}, got {p.recon_weight!r}")
     if p.recon_loss not in RECON_LOSSES:
         raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got {p.recon_loss!r}")
+    if p.domain_prior not in DOMAIN_PRIORS:
+        raise ValueError(f"domain_prior must be one of {DOMAIN_PRIORS}, got {p.domain_prior!r}")
+    if not 0.0 <= p.prior_warmup < 1.0:
+        raise ValueError(f"prior_warmup must be in [0, 1), got {p.prior_warmup}")
+    if p.prior_neighbors < 1 or p.prior_smoothing < 0 or not 0.0 < p.prior_share <= 1.0:
+        raise ValueError("prior_neighbors must be >= 1, prior_smoothing >= 0 and prior_share in (0, 1]; got "
+                         f"{p.prior_neighbors}, {p.prior_smoothing}, {p.prior_share}")
     if p.lambda_schedule not in LAMBDA_SCHEDULES:
         raise ValueError(f"lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {p.lambda_schedule!r}")

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .module import DAVAEModule, davae_loss, ganin_lambda
 from .presets import DAVAEParams
+from .prior import local_batch_prior
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -215,12 +216,20 @@ def train(
         its, rest = sent[: len(chunks)], iter(sent[len(chunks):])
         return [(idx, it, None if r is None else next(rest)) for idx, it, r in zip(chunks, its, rows)]
 
+    # local batch prior (domain_prior="local"): the first warmup_epochs run without the adversary's push on
+    # the encoder (GRL scale 0), then the prior is computed once from the latent means of every cell
+    prior: torch.Tensor | None = None
+    warmup_epochs = int(round(params.prior_warmup * epochs)) if params.domain_prior == "local" else 0
+
     def batch_loss(idx: np.ndarray, scale: float, it: torch.Tensor | None = None,
                    rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x, b, onehot, w = source(idx, it)
         with torch.autocast(**amp):
             out = module(x, onehot, grl_scale=scale, recon_rows=rows)
-        return davae_loss(out, x, b, w, params.domain_lambda, params.recon_loss, recon_rows=rows)
+        lp = None
+        if prior is not None:
+            lp = prior[it] if it is not None else prior[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(device)]
+        return davae_loss(out, x, b, w, params.domain_lambda, params.recon_loss, recon_rows=rows, logit_prior=lp)
 
     history: dict[str, list[float]] = {k: [] for k in ("loss", "recon", "kl", "domain", "grl_scale")}
     if held_out is not None:
@@ -229,6 +238,12 @@ def train(
     step = 0
     bar = tqdm(range(epochs), desc="DAVAE", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
+        if params.domain_prior == "local" and epoch == warmup_epochs:
+            z = encode(module, X, np.asarray(codes), device=device)
+            module.train()
+            prior = torch.from_numpy(local_batch_prior(
+                z, np.asarray(codes), module.n_batches, k=params.prior_neighbors, share=params.prior_share,
+                smoothing=params.prior_smoothing)).to(device)
         # loss parts summed on the device and read back once per epoch (a per-step read would make every
         # CUDA step wait for the GPU)
         sums = {k: torch.zeros((), device=device) for k in ("loss", "recon", "kl", "domain")}
@@ -236,6 +251,8 @@ def train(
         for idx, it, rows in device_batches(_minibatches(cells, params.batch_size, rng)):
             if params.lambda_schedule == "ganin":
                 scale = ganin_lambda(step / max(total_steps - 1, 1))
+            if epoch < warmup_epochs:
+                scale = 0.0
             parts = batch_loss(idx, scale, it, rows)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()

@@ -1,0 +1,52 @@
+"""Which batches a cell's neighbourhood holds: the *local batch prior* of the domain classifier.
+
+A domain adversary asked to make the batches indistinguishable everywhere merges whatever separates them,
+cell types included, when the batches differ in composition. With the prior, the classifier is only asked
+which of the batches *present around a cell* the cell comes from: its logits get ``log(prior)``, 0 for a
+batch present in the cell's neighbourhood of the latent space and ``log(FLOOR)`` for one that is absent
+(``FLOOR`` a small probability, not 0, so the cross-entropy stays finite), so the encoder is only pushed to
+mix a cell with the batches already near it. A cell with no other batch near it gets no push at all.
+
+"Present" is measured on the latent means of a model trained without the adversary (the warm-up): batch
+``b`` is present around cell ``i`` when the share of ``b``'s cells among ``i``'s ``k`` nearest neighbours,
+normalised by ``b``'s size, is at least ``share`` × the largest such share there, after the neighbour
+counts are averaged once over the neighbours (one step of smoothing on the kNN graph, so the estimate rests
+on about k² cells). A cell's own batch is always present.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.neighbors import NearestNeighbors
+
+FLOOR = 1e-3
+"""Prior probability of a batch absent from a cell's neighbourhood."""
+
+
+def neighbour_batch_shares(z: np.ndarray, codes: np.ndarray, n_batches: int, k: int,
+                           smoothing: int = 1) -> np.ndarray:
+    """Cells × batches: each batch's share among a cell's ``k`` nearest neighbours in ``z`` (the cell itself
+    included), divided by the batch's share of all cells, then scaled so every row's maximum is 1."""
+    n = z.shape[0]
+    k = int(min(k, n - 1))
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z, return_distance=False)
+    graph = sp.csr_matrix((np.full(idx.size, 1.0 / (k + 1)), idx.ravel(), np.arange(0, idx.size + 1, k + 1)),
+                          shape=(n, n))
+    onehot = sp.csr_matrix((np.ones(n), (np.arange(n), codes)), shape=(n, n_batches))
+    counts = graph @ onehot
+    for _ in range(int(smoothing)):
+        counts = graph @ counts
+    counts = np.asarray(counts.todense() if sp.issparse(counts) else counts)
+    sizes = np.bincount(codes, minlength=n_batches).astype(np.float64)
+    shares = counts / np.maximum(sizes / n, 1e-12)
+    return shares / shares.max(1, keepdims=True)
+
+
+def local_batch_prior(z: np.ndarray, codes: np.ndarray, n_batches: int, *, k: int = 30, share: float = 0.1,
+                      smoothing: int = 1) -> np.ndarray:
+    """Cells × batches log-prior for the classifier's logits: 0 where the batch is present around the cell
+    (see the module docstring), ``log(FLOOR)`` elsewhere; the cell's own batch always 0."""
+    present = neighbour_batch_shares(z, codes, n_batches, k, smoothing) >= share
+    present[np.arange(len(codes)), codes] = True
+    return np.where(present, 0.0, np.log(FLOOR)).astype(np.float32)
