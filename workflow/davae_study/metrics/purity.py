@@ -39,7 +39,8 @@ def knn_purity(x, cell_type, k: int = 15, *, n_jobs: int | None = None) -> list[
 
     Returns
     -------
-    Tidy rows: one per cell type (its mean purity) and ``all`` (mean over all labelled cells).
+    Tidy rows: one per cell type (its mean purity), then ``all`` (mean over all labelled cells; always the
+    last row, also when NaN).
     """
     x = as_embedding(x)
     ct, types = codes(cell_type)
