@@ -40,6 +40,11 @@ def test_evaluate_contract_and_values():
     assert overall["ari_celltype"] > 0.9 and overall["one_minus_ari_batch"] > 0.9
     assert overall["kbet_acceptance"] > 0.7 and overall["ilisi"] > 0.7 and overall["clisi"] > 0.9
     assert overall["asw_batch"] > 0.8 and overall["graph_connectivity"] > 0.9
+    assert overall["knn_purity"] > 0.95 and overall["nmi_leiden"] > 0.9 and overall["ari_leiden"] > 0.9
+    # purity has a row per cell type beside 'all'; Leiden names its chosen resolution
+    assert set(tidy.loc[tidy["metric"] == "knn_purity", "group"]) == {"all", "T", "B", "Mono"}
+    leiden = tidy[tidy["metric"].isin(["nmi_leiden", "ari_leiden"])]
+    assert len(leiden) == 2 and leiden["note"].str.contains("Leiden resolution").all()
     assert set(reps["metric"]) >= {"ari_celltype", "one_minus_ari_batch", "kbet_acceptance"}
     kb = reps[reps["metric"] == "kbet_acceptance"]
     assert kb.groupby("group")["repeat"].nunique().eq(5).all()
@@ -72,7 +77,8 @@ def test_missing_labels_make_label_metrics_nan(how):
         a.obs["cell_type"] = pd.Categorical([np.nan] * a.n_obs, categories=["T"])
     tidy, _ = evaluate(a, application="toy", method="pca", params=FAST)
     by = tidy[tidy["group"] == "all"].set_index("metric")
-    for m in ["ari_celltype", "one_minus_ari_batch", "kbet_acceptance", "clisi", "asw_batch", "graph_connectivity"]:
+    for m in ["ari_celltype", "one_minus_ari_batch", "kbet_acceptance", "clisi", "asw_batch", "graph_connectivity",
+              "knn_purity", "nmi_leiden", "ari_leiden"]:
         assert np.isnan(by.loc[m, "value"]) and "no cell-type labels" in by.loc[m, "note"]
     assert by.loc["ilisi", "value"] > 0.7  # batch metric still computed
 
@@ -88,6 +94,28 @@ def test_params_defaults_and_errors():
         resolve_params({"kbet": {"k0": 5}})
     with pytest.raises(ValueError, match="unknown metrics"):
         resolve_params({"enabled": ["ari", "nmi"]})
+
+
+def test_new_conservation_metrics_are_enabled_by_default_and_match_the_schema(repo):
+    import yaml
+
+    assert {"knn_purity", "leiden"} <= set(DEFAULTS["enabled"])
+    assert METRIC_NAMES["knn_purity"] == ["knn_purity"] and METRIC_NAMES["leiden"] == ["nmi_leiden", "ari_leiden"]
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]["metrics"]["properties"]
+    assert props["enabled"]["default"] == DEFAULTS["enabled"]
+    assert set(props["enabled"]["items"]["enum"]) == set(METRIC_NAMES)
+    for key in ("knn_purity", "leiden"):
+        assert {k: v["default"] for k, v in props[key]["properties"].items()} == DEFAULTS[key]
+
+
+def test_leiden_params_reach_the_metric():
+    tidy, _ = evaluate(_adata(), application="toy", method="pca",
+                       params={"enabled": ["leiden"], "leiden": {"resolutions": [0.7]}})
+    assert list(tidy["metric"]) == ["nmi_leiden", "ari_leiden"]
+    assert tidy["note"].str.contains("resolution 0.7").all()
+    values, table, _ = score(_adata(), "knn_purity", k=5)
+    assert values["knn_purity"] > 0.95 and "k=5" in table.set_index("group").loc["all", "note"]
 
 
 def test_enabled_subset_only():

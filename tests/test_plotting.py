@@ -245,6 +245,26 @@ def test_summary_heatmap(tmp_path, metrics):
         summary_heatmap(summary, tmp_path / "x.png", metrics=["nope"])
 
 
+def test_summary_heatmap_shows_the_conservation_scores_after_trans_ari(tmp_path, metrics):
+    from davae_study.metrics import summarise
+    from davae_study.plotting.scores import summary_columns
+
+    tidy, _ = metrics
+    rng = np.random.default_rng(0)
+    new = pd.DataFrame([dict(application="samples", method=m, metric=x, group=g, n=1,
+                             value=np.nan if m == "harmony" else rng.uniform(0.5, 1),  # harmony failed
+                             note="Leiden resolution 0.4 (5 clusters)" if "leiden" in x else "")
+                        for m in tidy["method"].unique()
+                        for x, g in (("knn_purity", "all"), ("knn_purity", "CD14 Mono"), ("nmi_leiden", "all"),
+                                     ("ari_leiden", "all"))])
+    summary = summarise(pd.concat([tidy, new], ignore_index=True))
+    cols = summary_columns(summary.loc[summary["group"] == "all", "metric"])
+    assert cols[:6] == ["ari_celltype", "one_minus_ari_batch", "ari_f1", "knn_purity", "nmi_leiden", "ari_leiden"]
+    assert "ari_celltype_norm" not in cols
+    w, _ = assert_figure(summary_heatmap(summary, tmp_path / "summary_new.png")[0])
+    assert w <= FULL_WIDTH * DPI
+
+
 def test_summary_scaling_direction():
     hi_good = _minmax_good(pd.Series([0.2, 0.6, np.nan], name="ari_celltype"))
     assert hi_good.tolist()[:2] == [0.0, 1.0] and np.isnan(hi_good.iloc[2])

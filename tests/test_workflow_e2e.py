@@ -90,6 +90,15 @@ def test_outputs_and_sane_metrics(study):
     assert kb["scanorama"] > kb["pca"]
     # cell types stay apart for both
     assert overall.loc["pca", "ari_celltype"] > 0.3 and overall.loc["scanorama", "ari_celltype"] > 0.3
+    # ... also by the scores that do not rest on one k-means run (kNN purity; scIB's Leiden at the best resolution)
+    for method in ("pca", "scanorama"):
+        assert overall.loc[method, "knn_purity"] > 0.75 and overall.loc[method, "nmi_leiden"] > 0.5, overall
+    leiden = m[m.metric.isin(["nmi_leiden", "ari_leiden"]) & (m.method != "broken")]
+    assert leiden["note"].str.contains(r"Leiden resolution \d").all()
+    assert leiden.groupby("method")["note"].nunique().eq(1).all()  # NMI and ARI from one clustering
+    assert set(m.loc[m.metric == "knn_purity", "group"]) > {"all"}  # per-cell-type rows too
+    summary = pd.read_csv(res / "summary.tsv", sep="\t")
+    assert {"knn_purity", "nmi_leiden", "ari_leiden", "ari_f1"} <= set(summary["metric"])
     # the broken method is NA with the reason, not missing
     broken = m[m.method == "broken"]
     assert len(broken) > 0 and broken["value"].isna().all()

@@ -15,12 +15,14 @@ from .ari import ari_tran
 from .asw import asw_batch
 from .graph import graph_connectivity
 from .kbet import kbet_per_celltype, kbet_pooled
+from .leiden import RESOLUTIONS, leiden_rows
 from .lisi import lisi
+from .purity import knn_purity
 
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
-    "enabled": ["ari", "kbet", "lisi", "asw_batch", "graph_connectivity"],
+    "enabled": ["ari", "kbet", "lisi", "asw_batch", "graph_connectivity", "knn_purity", "leiden"],
     "seed": 0,
     "ari": {"n_iter": 20, "frac": 0.8, "kmeans_n_init": 1, "kmeans_max_iter": 30, "kmeans_init": "random"},
     "kbet": {"pcts": [5, 10, 15, 20, 25], "n_repeat": 100, "alpha": 0.05, "adapt": True, "n_perm": 3,
@@ -29,6 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "lisi": {"perplexity": 30},
     "asw_batch": {"max_cells_per_type": None},
     "graph_connectivity": {"n_neighbors": 15},
+    "knn_purity": {"k": 15},
+    "leiden": {"n_neighbors": 15, "resolutions": list(RESOLUTIONS)},
 }
 """Default ``metrics:`` config section (docs/metrics.md)."""
 
@@ -39,12 +43,15 @@ METRIC_NAMES: dict[str, list[str]] = {
     "lisi": ["ilisi", "ilisi_median", "clisi", "clisi_median"],
     "asw_batch": ["asw_batch"],
     "graph_connectivity": ["graph_connectivity"],
+    "knn_purity": ["knn_purity"],
+    "leiden": ["nmi_leiden", "ari_leiden"],
 }
 """Metric rows each enabled entry produces (the ``metric`` column)."""
 
-NEEDS_LABELS = {"ari", "kbet", "kbet_pooled", "asw_batch", "graph_connectivity"}
+NEEDS_LABELS = {"ari", "kbet", "kbet_pooled", "asw_batch", "graph_connectivity", "knn_purity", "leiden"}
 LABEL_METRICS = {"ari_celltype", "one_minus_ari_batch", "kbet_acceptance", "kbet_acceptance_null",
-                 "kbet_acceptance_pooled", "clisi", "clisi_median", "asw_batch", "graph_connectivity"}
+                 "kbet_acceptance_pooled", "clisi", "clisi_median", "asw_batch", "graph_connectivity",
+                 "knn_purity", "nmi_leiden", "ari_leiden"}
 
 
 def resolve_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -172,6 +179,10 @@ def _run_metric(name, x, batch, labels, why, params, seed) -> tuple[list[dict], 
         return asw_batch(x, batch, labels, seed=seed, **params), []
     if name == "graph_connectivity":
         return graph_connectivity(x, labels, **params), []
+    if name == "knn_purity":
+        return knn_purity(x, labels, **params), []
+    if name == "leiden":
+        return leiden_rows(x, labels, seed=seed, **params), []
     raise ValueError(f"unknown metric {name!r}; use one of {sorted(METRIC_NAMES)}")
 
 
@@ -193,7 +204,8 @@ def score(
         AnnData with ``obsm[embedding_key]``, ``obs[batch_key]`` and (for label-based metrics)
         ``obs[label_key]``.
     metric
-        ``ari``, ``kbet``, ``kbet_pooled``, ``lisi``, ``asw_batch`` or ``graph_connectivity``.
+        ``ari``, ``kbet``, ``kbet_pooled``, ``lisi``, ``asw_batch``, ``graph_connectivity``, ``knn_purity``
+        or ``leiden``.
     seed, **params
         Seed and the metric's own config keys (e.g. ``n_repeat=20`` for ``kbet``), over the defaults.
 

@@ -29,7 +29,7 @@ from .style import (
     save_figure,
 )
 
-__all__ = ["ari_scatter", "kbet_curves", "summary_heatmap", "parse_kbet_group", "METRIC_LABELS"]
+__all__ = ["ari_scatter", "kbet_curves", "summary_columns", "summary_heatmap", "parse_kbet_group", "METRIC_LABELS"]
 
 TIDY_COLUMNS = ("application", "method", "metric", "group", "value", "n", "note")
 _KBET_GROUP = re.compile(r"^(?:(?P<celltype>.+)\|)?kbet@(?P<pct>\d+(?:\.\d+)?)%$")
@@ -41,6 +41,9 @@ METRIC_LABELS = {
     "ari_celltype_norm": "ARI cell type (scaled)",
     "one_minus_ari_batch_norm": "1 − ARI batch (scaled)",
     "ari_f1": "F1 (ARI)",
+    "knn_purity": "kNN purity",
+    "nmi_leiden": "NMI (Leiden)",
+    "ari_leiden": "ARI (Leiden)",
     "kbet_acceptance": "kBET acceptance",
     "kbet_acceptance_pooled": "kBET (pooled)",
     "ilisi": "iLISI",
@@ -376,6 +379,14 @@ def _minmax_good(col: pd.Series) -> pd.Series:
     return pd.Series(out, index=col.index)
 
 
+def summary_columns(present) -> list[str]:
+    """The summary heatmap's default columns: every metric in ``present`` except diagnostics (``_null``,
+    ``_median``, ``_norm``), the known ones in :data:`METRIC_LABELS` order (Tran's ARI first, then the
+    clustering-free / Leiden conservation scores, kBET, LISI, ASW, graph connectivity), then the rest sorted."""
+    shown = [m for m in dict.fromkeys(present) if not str(m).endswith(_SUMMARY_SKIP_SUFFIXES)]
+    return [m for m in _METRIC_ORDER if m in shown] + sorted(m for m in shown if m not in _METRIC_ORDER)
+
+
 def summary_heatmap(summary: pd.DataFrame, out_png: str | os.PathLike, *, metrics: list[str] | None = None):
     """Beyond the paper: methods × metrics per application, scIB style.
 
@@ -398,8 +409,7 @@ def summary_heatmap(summary: pd.DataFrame, out_png: str | os.PathLike, *, metric
         raise ValueError("summary table has no rows with group 'all' or kBET average groups; nothing to plot")
     present = list(vals["metric"].unique())
     if metrics is None:
-        shown = [m for m in present if not m.endswith(_SUMMARY_SKIP_SUFFIXES)]
-        metrics = [m for m in _METRIC_ORDER if m in shown] + sorted(m for m in shown if m not in _METRIC_ORDER)
+        metrics = summary_columns(present)
     else:
         unknown = [m for m in metrics if m not in present]
         if unknown:
