@@ -120,6 +120,10 @@ BASELINES = {"pca": "RAW", "scanorama": "Scanorama", "harmony": "Harmony"}
 VARIANTS: dict[str, dict] = {
     "davae": {},
     "davae_scbean": {"preset": "scbean"},
+    # references for the default's choices (docs/davae.md): no adversary at all (a conditional VAE), and
+    # the previous default (the adversary everywhere, λ 1)
+    "davae_no_adversary": {"domain_lambda": 0.0},
+    "davae_global": {"domain_prior": "none", "domain_lambda": 1.0},
 }
 
 
