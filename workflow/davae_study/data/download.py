@@ -306,7 +306,7 @@ def fetch(
         except BaseException as exc:  # noqa: BLE001 - filtered by _retryable
             dns = _unresolvable(exc)
             if dns is not None:
-                host = urllib.parse.urlsplit(src).hostname
+                host = (_endpoint(src) or (urllib.parse.urlsplit(src).hostname,))[0]  # the proxy, if one is used
                 why = f"{host} cannot be reached (name does not resolve: {dns.strerror}; no network?)"
                 raise NetworkUnavailableError(_missing_message([(key, url, dest)], mirror, why=why)) from None
             if not _retryable(exc):
