@@ -6,6 +6,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= all
+CONFIGFILE ?= config/demo.yaml
 # torch is installed on its own first, so the build can be chosen: TORCH_SPEC, and TORCH_PIP_ARGS for an
 # extra index (e.g. PyTorch's CPU-only or a CUDA wheel index). The lock file pins the same version.
 TORCH_SPEC ?= torch==2.13.0
@@ -15,13 +16,14 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install figures report lint clean-results help
+.PHONY: demo test install figures report unlock lint clean-results help
 
 help:
 	@echo "make demo     run the offline demo study (config/demo.yaml) -> results/"
 	@echo "make test     run the test suite"
 	@echo "make figures  re-render the demo figures from cached results"
 	@echo "make report   build results/report.html for the demo"
+	@echo "make unlock   remove the lock a killed run left (refuses while a run is going here)"
 	@echo "make lint     snakemake --lint on the demo and the paper configs"
 
 install: $(STAMP)
@@ -34,14 +36,23 @@ $(STAMP): pyproject.toml envs/requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
+# A run killed mid-way is resumed by running the same command again: the workflow profile
+# (profiles/default) reruns the jobs it interrupted. Its lock stays behind: the check below says so (and
+# names a run that is still going) instead of Snakemake's "Directory cannot be locked"; `make unlock`
+# removes it. Nothing here unlocks by itself.
 demo: $(STAMP)
-	$(BIN)/snakemake all --cores $(CORES) --configfile config/demo.yaml
+	@$(BIN)/python -m davae_study.runlock
+	$(BIN)/snakemake all --cores $(CORES) --configfile $(CONFIGFILE)
 
 figures: $(STAMP)
-	$(BIN)/snakemake figures --cores $(CORES) --configfile config/demo.yaml
+	$(BIN)/snakemake figures --cores $(CORES) --configfile $(CONFIGFILE)
 
 report: $(STAMP)
-	$(BIN)/snakemake all --cores $(CORES) --configfile config/demo.yaml --report results/report.html
+	$(BIN)/snakemake all --cores $(CORES) --configfile $(CONFIGFILE) --report results/report.html
+
+unlock: $(STAMP)
+	@$(BIN)/python -m davae_study.runlock --unlock
+	$(BIN)/snakemake --unlock --configfile $(CONFIGFILE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -2,7 +2,9 @@
 
 Covers: plain download + lock file, lock enforced afterwards, checksum mismatch, truncated transfer, server
 error then retry, non-retryable 404, mirror folder, mirror base URL, archive member extraction, offline error,
-and the Snakemake download rule end to end.
+the Snakemake download rule end to end, and a machine without network: hosts on the reserved `.invalid`
+TLD (RFC 2606), with name resolution blocked for every name but loopback, so no test query or connection
+leaves this machine.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import http.server
 import io
 import os
+import socket
 import subprocess
 import sys
 import tarfile
@@ -20,8 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from davae_study.data.download import (ChecksumError, DataUnavailableError, DownloadError, check_available, fetch,
-                                       load_sources, read_lock)
+from davae_study.data.download import (ChecksumError, DataUnavailableError, DownloadError, NetworkUnavailableError,
+                                       check_available, check_downloads, data_settings, fetch, load_sources,
+                                       read_lock)
 from test_data_formats import small_cellbench, write_10x_h5, write_10x_mtx_targz, write_geo_txt_gz, write_gtf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -241,3 +245,129 @@ def test_snakemake_download_rule_end_to_end(served, tmp_path):
     assert res.returncode != 0
     out = res.stdout + res.stderr  # snakemake 9 prints parse errors on stdout
     assert "1 data file(s) missing" in out and f"resources/geo/GSE2.txt.gz  <-  {srv.url}/geo/GSE2.txt.gz" in out
+
+
+# ------------------------------------------------------------------------------------------- no network
+# A machine without network, simulated without sending anything: name resolution answers for loopback only
+# (the loopback server keeps working) and fails for every other name, as getaddrinfo does offline. The same
+# guard runs inside Snakemake's processes through NO_NETWORK's sitecustomize.py.
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+NO_NETWORK = """
+import socket
+_getaddrinfo = socket.getaddrinfo
+def _loopback_only(host, *args, **kwargs):
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is None or name in {loopback!r}:
+        return _getaddrinfo(host, *args, **kwargs)
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+socket.getaddrinfo = _loopback_only
+""".format(loopback=_LOOPBACK)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """In this process: every name but loopback fails to resolve; returns the names asked for."""
+    asked, real = [], socket.getaddrinfo
+
+    def loopback_only(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is None or name in _LOOPBACK:
+            return real(host, *args, **kwargs)
+        asked.append(name)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+    return asked
+
+
+def test_unresolvable_host_fails_at_once_with_what_to_fetch(no_network, tmp_path):
+    """No retry (one resolution, no back-off) and the message says which file to put where, from where."""
+    messages = []
+    url = "https://data.davae-study.invalid/geo/x.txt.gz"
+    with pytest.raises(NetworkUnavailableError) as err:
+        fetch("geo/x.txt.gz", url, tmp_path / "res/geo/x.txt.gz", retries=3, backoff=30, log=messages.append)
+    msg = str(err.value)
+    assert no_network == ["data.davae-study.invalid"] and not messages  # one attempt, no waiting
+    assert "1 data file(s) missing" in msg and "data.davae-study.invalid cannot be reached" in msg
+    assert f"{tmp_path / 'res/geo/x.txt.gz'}  <-  {url}" in msg
+    assert not (tmp_path / "res/geo").exists() or no_temp_files(tmp_path / "res/geo")
+
+
+def test_check_downloads_lists_every_file_once_when_no_host_can_be_reached(no_network, served, tmp_path):
+    srv, root, files, _ = served
+    table = load_sources({"files": {
+        "a/x.h5": {"url": "https://one.davae-study.invalid/x.h5"},
+        "b/y.txt.gz": {"url": "https://two.davae-study.invalid/y.txt.gz"},
+        "b/z.gtf": {"url": "http://two.davae-study.invalid:8080/z.gtf"},
+        "geo/GSE1_matrix.txt.gz": {"url": f"{srv.url}/geo/GSE1_matrix.txt.gz"},
+    }})
+    settings = data_settings({"resources": str(tmp_path / "res")}, tmp_path)
+    offline = ["a/x.h5", "b/y.txt.gz", "b/z.gtf"]
+    with pytest.raises(NetworkUnavailableError) as err:
+        check_downloads(offline, table, settings, log=pytest.fail)
+    msg = str(err.value)
+    assert msg.startswith("3 data file(s) missing and no network: one.davae-study.invalid, two.davae-study.invalid")
+    for key in offline:
+        assert f"{tmp_path / 'res' / key}  <-  {table[key]['url']}" in msg
+    assert "Traceback" not in msg and len(msg.splitlines()) == 4
+    # some host reachable (the loopback server): the run goes on, the unreachable files are named
+    said = []
+    check_downloads([*offline, "geo/GSE1_matrix.txt.gz"], table, settings, log=said.append)
+    assert len(said) == 1 and "3 download(s)" in said[0] and "GSE1_matrix" not in said[0]
+    # a mirror URL on the loopback server: only it is probed, and it answers
+    check_downloads(offline, table, {**settings, "mirror": srv.url}, log=pytest.fail)
+    # a mirror folder: no network needed; the files absent from it are listed, once
+    with pytest.raises(DataUnavailableError, match=r"2 data file\(s\) missing and they are not in the mirror") as err:
+        check_downloads(["geo/GSE1_matrix.txt.gz", "a/x.h5", "b/y.txt.gz"], table, {**settings, "mirror": root})
+    assert "GSE1_matrix" not in str(err.value)
+    # nothing to download, or downloads off (handled at parse time): nothing probed
+    before = list(no_network)
+    check_downloads([], table, settings)
+    check_downloads(offline, table, {**settings, "offline": True})
+    assert no_network == before
+
+
+def test_proxy_is_what_gets_probed(monkeypatch):
+    from davae_study.data.download import _endpoint
+
+    monkeypatch.setenv("https_proxy", "http://proxy.davae-study.invalid:3128")
+    monkeypatch.setenv("no_proxy", "local.davae-study.invalid")
+    assert _endpoint("https://data.davae-study.invalid/x") == ("proxy.davae-study.invalid", 3128)
+    assert _endpoint("https://local.davae-study.invalid/x") == ("local.davae-study.invalid", 443)
+    assert _endpoint("http://data.davae-study.invalid:81/x") == ("data.davae-study.invalid", 81)
+    assert _endpoint("file:///tmp/x") is None
+
+
+@pytest.mark.slow
+def test_paper_config_without_network_ends_with_one_listing(tmp_path):
+    """`snakemake all --cores 2` with the paper's config, default `offline: false`, no network: one message
+    listing every file to fetch with its URL and target path, no download job started, no traceback."""
+    shim = tmp_path / "no_network"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(NO_NETWORK)
+    table = load_sources(REPO / "config" / "data_sources.yaml")
+    for entry in table.values():  # the real table, every host moved under .invalid
+        host = entry["url"].split("/")[2]
+        entry["url"] = entry["url"].replace(host, host.replace(".", "-") + ".invalid", 1)
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"files": table}))
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.setdefault("data", {}).update(sources=str(tmp_path / "sources.yaml"), lock=str(tmp_path / "lock.yaml"))
+    assert not config["data"].get("offline") and not config["data"].get("mirror")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    work = tmp_path / "wd"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "snakemake", "all", "--cores", "2", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(work), "--configfile", str(tmp_path / "config.yaml")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert out.count("data file(s) missing and no network") == 1, out[-5000:]
+    app_files = {p for spec in config["applications"].values() for p in spec["input"]["files"].values()}
+    listed = [line.strip() for line in out.splitlines() if "  <-  " in line]
+    assert len(listed) == len(app_files) > 0
+    for path in app_files:
+        key = Path(path).relative_to("resources").as_posix()
+        assert f"{path}  <-  {table[key]['url']}" in listed
+    assert "Traceback" not in out and "urlopen error" not in out
+    assert not (work / "logs" / "download").exists()  # stopped before any download job
+    assert not list((work / ".snakemake" / "locks").glob("*"))  # and left no lock behind

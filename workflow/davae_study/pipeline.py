@@ -16,6 +16,7 @@ summary            workflow/scripts/summary.py     :func:`summarise_applications
 figure_*           workflow/scripts/figure.py      :func:`davae_study.plotting.render.render_rule`
 transfer, ...      workflow/scripts/transfer*.py   :mod:`davae_study.groundtruth` steps
 download_*         workflow/scripts/download.py    :func:`davae_study.data.download.fetch_entry`
+(onstart)          workflow/rules/download.smk     :func:`davae_study.data.download.check_downloads`
 scaling_*          workflow/scripts/scaling_*.py   :mod:`davae_study.scaling` (6f: ``plotting.runtime_scaling``)
 =================  ==============================  ==========================
 """

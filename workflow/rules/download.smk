@@ -21,6 +21,7 @@ from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(workflow.current_basedir).parent))  # davae_study, also without an install
 from davae_study.data import download as _dl  # noqa: E402
+from snakemake.exceptions import WorkflowError  # noqa: E402
 
 DATA = _dl.data_settings(config.get("data"), workflow.basedir)
 DATA_SOURCES = _dl.load_sources(DATA["sources"])
@@ -29,6 +30,26 @@ _APP_KEYS = sorted({k for spec in _APPS.values() for k in _dl.application_data_k
 
 # Offline runs fail at parse time with one message listing every missing file of the configured applications.
 _dl.check_available(_APP_KEYS, DATA_SOURCES, DATA["resources"], offline=bool(DATA["offline"]), mirror=DATA["mirror"])
+
+_DOWNLOAD_RULES = {"download_" + _re.sub(r"\W", "_", _k): _k for _k in DATA_SOURCES}  # rule name -> data key
+
+
+# Once per run, before any job, and only when the run downloads something: without network (no host of the
+# files reachable) or with files absent from a mirror folder, stop with one message listing every file to
+# fetch and where to put it, rather than failing download job after download job. The files are those of the
+# download jobs the run will execute (Snakemake's job list, not a public API: else the applications' missing
+# files). Snakemake keeps one onstart handler per workflow: add other start-up work here.
+onstart:
+    try:
+        _jobs = workflow.dag.needrun_jobs()
+        _needed = sorted({_DOWNLOAD_RULES[j.rule.name] for j in _jobs if j.rule.name in _DOWNLOAD_RULES})
+    except (AttributeError, TypeError):
+        _needed = [k for k, _, _ in _dl.missing_files(_APP_KEYS, DATA_SOURCES, DATA["resources"])]
+    try:
+        _dl.check_downloads(_needed, DATA_SOURCES, DATA, log=lambda msg: print(msg, file=_sys.stderr))
+    except _dl.DataUnavailableError as _err:
+        raise WorkflowError(str(_err)) from None  # Snakemake prints a WorkflowError's message, no traceback
+
 
 for _key, _entry in DATA_SOURCES.items():
     _out = _dl.data_path(DATA, DATA_SOURCES, _key)

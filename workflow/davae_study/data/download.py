@@ -21,8 +21,10 @@ import fcntl
 import hashlib
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -39,6 +41,7 @@ __all__ = [
     "DownloadError",
     "ChecksumError",
     "DataUnavailableError",
+    "NetworkUnavailableError",
     "sha256sum",
     "load_sources",
     "source_url",
@@ -47,6 +50,8 @@ __all__ = [
     "fetch_entry",
     "missing_files",
     "check_available",
+    "unreachable_sources",
+    "check_downloads",
 ]
 
 _CHUNK = 1 << 20
@@ -61,7 +66,11 @@ class ChecksumError(DownloadError):
 
 
 class DataUnavailableError(RuntimeError):
-    """Downloads are off (``data.offline: true``) and data files are missing."""
+    """Data files are missing and cannot be downloaded (``data.offline: true``, absent from a mirror folder)."""
+
+
+class NetworkUnavailableError(DataUnavailableError):
+    """The files' hosts cannot be reached (no network, no name resolution): they must be fetched by hand."""
 
 
 def sha256sum(path: str | os.PathLike) -> str:
@@ -172,9 +181,22 @@ def _scratch(folder: Path, name: str):
         Path(tmp).unlink(missing_ok=True)
 
 
+#: getaddrinfo errors that say the name does not resolve (as opposed to EAI_AGAIN, a resolver that may answer
+#: on a second try): on a machine without network every host name fails this way.
+_UNRESOLVABLE = {socket.EAI_NONAME} | ({socket.EAI_NODATA} if hasattr(socket, "EAI_NODATA") else set())
+
+
+def _unresolvable(exc: BaseException) -> socket.gaierror | None:
+    """The name-resolution error behind ``exc`` when its host name does not resolve, else None."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return reason if isinstance(reason, socket.gaierror) and reason.errno in _UNRESOLVABLE else None
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code >= 500 or exc.code in (408, 429)
+    if _unresolvable(exc) is not None:
+        return False
     return isinstance(exc, (DownloadError, urllib.error.URLError, ConnectionError, TimeoutError))
 
 
@@ -238,7 +260,7 @@ def fetch(
     if offline and not local_mirror:
         raise DataUnavailableError(_missing_message([(key, url, dest)], mirror))
     if local_mirror and not Path(mirror, key).exists():
-        raise DataUnavailableError(_missing_message([(key, url, Path(mirror, key))], None))
+        raise DataUnavailableError(_missing_message([(key, url, Path(mirror, key))], None, why=_WHY_MIRROR))
     src = source_url(key, url, mirror)
     lock = read_lock(lock_path)
     locked = lock.get(key, {}).get("sha256")
@@ -282,6 +304,11 @@ def fetch(
         except (ChecksumError, DataUnavailableError):
             raise
         except BaseException as exc:  # noqa: BLE001 - filtered by _retryable
+            dns = _unresolvable(exc)
+            if dns is not None:
+                host = (_endpoint(src) or (urllib.parse.urlsplit(src).hostname,))[0]  # the proxy, if one is used
+                why = f"{host} cannot be reached (name does not resolve: {dns.strerror}; no network?)"
+                raise NetworkUnavailableError(_missing_message([(key, url, dest)], mirror, why=why)) from None
             if not _retryable(exc):
                 raise DownloadError(f"{key}: cannot fetch {src}: {exc}") from exc
             last = exc
@@ -335,11 +362,16 @@ def missing_files(
     return out
 
 
-def _missing_message(missing: list[tuple[str, str, Path]], mirror=None) -> str:
+_WHY_OFFLINE = "downloads are off (data.offline: true)"
+_WHY_MIRROR = "they are not in the mirror folder (data.mirror)"
+
+
+def _missing_message(missing: list[tuple[str, str, Path]], mirror=None, *, why: str = _WHY_OFFLINE) -> str:
+    """One message: why the files cannot be downloaded, then ``<path>  <-  <url>`` for every one of them."""
+    also = ", or set data.offline: false" if why == _WHY_OFFLINE else ""
     lines = [
-        f"{len(missing)} data file(s) missing and downloads are off (data.offline: true). "
-        "Fetch each URL and put the file at the path shown (or set data.mirror to a folder or URL holding "
-        "<dataset>/<file>, or set data.offline: false):"
+        f"{len(missing)} data file(s) missing and {why}. Fetch each URL and put the file at the path shown (or "
+        f"set data.mirror to a folder or URL holding <dataset>/<file>{also}; docs/data.md, Air-gapped clusters):"
     ]
     lines += [f"  {path}  <-  {url}" for key, url, path in missing]
     if mirror:
@@ -366,6 +398,112 @@ def check_available(
         missing = [m for m in missing if not Path(mirror, m[0]).exists()]
     if missing:
         raise DataUnavailableError(_missing_message(missing, mirror))
+
+
+# --------------------------------------------------------------------------------------- network pre-check
+_PORTS = {"http": 80, "https": 443, "ftp": 21}
+
+
+def _endpoint(url: str) -> tuple[str, int] | None:
+    """``(host, port)`` a request for ``url`` opens a connection to: the proxy's when urllib would use one
+    (``http_proxy`` / ``https_proxy``, minus ``no_proxy``); None for URLs that need no network (``file:``)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in _PORTS or not parts.hostname:
+        return None
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if p.hostname:
+            return p.hostname, p.port or _PORTS.get(p.scheme, 80)
+    return parts.hostname, parts.port or _PORTS[parts.scheme]
+
+
+def _probe(host: str, port: int, timeout: float) -> str | None:
+    """None when a TCP connection to ``host:port`` opens within ``timeout`` s, else why not (no host name)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except socket.gaierror as exc:
+        return f"name does not resolve: {exc.strerror}"
+    except OSError as exc:
+        return f"port {port} cannot be reached: {exc.strerror or exc or type(exc).__name__}"
+
+
+def _hosts_and_reasons(down: Mapping[tuple[str, int], str]) -> str:
+    """``a, b (reason); c (other reason)``: hosts grouped by why they cannot be reached."""
+    by_reason: dict[str, list[str]] = {}
+    for (host, _), reason in sorted(down.items()):
+        by_reason.setdefault(reason, []).append(host)
+    return "; ".join(f"{', '.join(hosts)} ({reason})" for reason, hosts in by_reason.items())
+
+
+def unreachable_sources(urls: Iterable[str], *, timeout: float = 10.0) -> dict[tuple[str, int], str]:
+    """``{(host, port): reason}`` of the hosts behind ``urls`` (or their proxy) that do not accept a connection.
+
+    One connection attempt per host, all at once, nothing sent. Name resolution has no timeout of its own
+    (a resolver that never answers can hold it for long), so a host without an answer after ``timeout`` + 5 s
+    counts as unreachable; the probing threads are daemons and never delay the exit.
+    """
+    endpoints = sorted({e for e in map(_endpoint, urls) if e is not None})
+    results: dict[tuple[str, int], str | None] = {}
+
+    def run(ep):
+        results[ep] = _probe(*ep, timeout)
+
+    threads = [threading.Thread(target=run, args=(ep,), daemon=True) for ep in endpoints]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout + 5
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    down = {}
+    for ep in endpoints:
+        if ep not in results:
+            down[ep] = f"no answer within {timeout + 5:.0f}s"
+        elif results[ep] is not None:
+            down[ep] = results[ep]
+    return down
+
+
+def check_downloads(
+    keys: Iterable[str],
+    sources: Mapping[str, Mapping[str, Any]],
+    settings: Mapping[str, Any],
+    *,
+    log=print,
+) -> None:
+    """Before a run downloads ``keys``: raise one error listing every one of them when none can be fetched.
+
+    * a local-folder mirror: the files absent from it (:class:`DataUnavailableError`);
+    * otherwise, when no host behind the files' URLs (the mirror's, or a proxy's) accepts a connection, i.e.
+      no network: all of them (:class:`NetworkUnavailableError`), instead of every download job retrying
+      and failing on its own. When only some hosts are down, ``log`` names them and the run goes on (those
+      downloads fail on their own; the others are fetched).
+
+    ``settings`` is the config's ``data:`` section with defaults (:func:`data_settings`); ``data.offline`` is
+    handled earlier, by :func:`check_available`.
+    """
+    keys = list(dict.fromkeys(keys))
+    if not keys or settings.get("offline"):
+        return
+    mirror = settings.get("mirror")
+    todo = [(k, sources[k]["url"], Path(settings["resources"], k)) for k in keys]
+    if mirror and "://" not in str(mirror):
+        absent = [(k, url, Path(mirror, k)) for k, url, _ in todo if not Path(mirror, k).exists()]
+        if absent:
+            raise DataUnavailableError(_missing_message(absent, None, why=_WHY_MIRROR))
+        return
+    src = {k: source_url(k, url, mirror) for k, url, _ in todo}
+    down = unreachable_sources(src.values(), timeout=min(float(settings.get("timeout_s", 120)), 10.0))
+    if not down:
+        return
+    reached = {_endpoint(u) for u in src.values()} - set(down) - {None}
+    if not reached:
+        why = f"no network: {_hosts_and_reasons(down)}"
+        raise NetworkUnavailableError(_missing_message(todo, mirror, why=why))
+    cut = [(k, url, path) for k, url, path in todo if _endpoint(src[k]) in down]
+    log(f"[download] cannot reach {_hosts_and_reasons(down)}: {len(cut)} download(s) from there will fail; "
+        "if they do, fetch them by hand:\n" + "\n".join(f"  {path}  <-  {url}" for k, url, path in cut))
 
 
 #: Defaults of the config's ``data:`` section (docs/data.md).
