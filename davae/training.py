@@ -137,7 +137,8 @@ def _minibatches(cells: np.ndarray, batch_size: int, rng: np.random.Generator) -
     perm = rng.permutation(cells)
     chunks = [perm[i : i + batch_size] for i in range(0, len(perm), batch_size)]
     if len(chunks) > 1 and len(chunks[-1]) < 2:
-        chunks[-2] = np.concatenate([chunks[-2], chunks.pop()])
+        last = chunks.pop()  # popped first: chunks[-2] = concat(chunks[-2], chunks.pop()) hit the wrong index
+        chunks[-1] = np.concatenate([chunks[-1], last])
     return chunks
 
 
