@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
+from ._progress import EpochProgress
 from .module import DAVAEModule, davae_loss, ganin_lambda
 from .presets import DAVAEParams
 from .prior import local_batch_prior
@@ -237,7 +237,7 @@ def train(
         history["val_loss"] = []
     best: tuple[float, int, dict] | None = None
     step = 0
-    bar = tqdm(range(epochs), desc="DAVAE", unit="epoch", disable=not progress, leave=False)
+    bar = EpochProgress(epochs, enabled=progress, desc="DAVAE")  # a bar on a terminal, a short table in a log
     for epoch in bar:
         if params.domain_prior == "local" and epoch == warmup_epochs:
             z = encode(module, X, np.asarray(codes), device=device)
