@@ -3,8 +3,8 @@
 torch's CPU wheels run their intra-op work (and MKL's, linked in) on GNU OpenMP (``libgomp``), whose threads
 spin while they wait at a barrier. On a shared machine a spinning thread burns the core that the thread it
 waits for needs: on the study's 2-core machine beside other jobs a fit on 2 threads took 43-57 s where it took
-2.2 s on one thread, and 2.7 s on 2 threads with ``OMP_WAIT_POLICY=PASSIVE`` (``benchmarks/davae_threads.py``
-has the full table). libgomp reads its wait policy once, when it is loaded (with torch), so
+2.2 s on one thread, and 2.7 s on 2 threads with ``OMP_WAIT_POLICY=PASSIVE`` (docs/davae.md, "Threads";
+``benchmarks/davae_threads.py``). libgomp reads its wait policy once, when it is loaded (with torch), so
 :func:`prefer_passive_wait` exports ``OMP_WAIT_POLICY=PASSIVE`` at ``import davae`` unless the caller chose a
 policy or torch is already loaded. Pool sizes can change at any time: :func:`limit_threads`.
 """
