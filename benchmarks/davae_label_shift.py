@@ -11,7 +11,8 @@ only (``_prior_hook``); with no prior set the training is the unpatched one. Dat
 
 ``compositions``: the demo application of that name (config/demo.yaml: CellBench lines where the 10x batch
 keeps only H1975 and the CEL-seq2 batch only H2228; read and prepared as the workflow does, DAVAE with the
-application's ``batch_size: 64``); ``ifnb1k`` and ``cellbench3`` (../shared/data, ``davae.preprocess``, as
+application's ``method_params``: the committed table's runs had ``batch_size: 64`` there, which the demo no
+longer sets since a batch may be smaller than the minibatch); ``ifnb1k`` and ``cellbench3`` (../shared/data, ``davae.preprocess``, as
 benchmarks/davae_ablation.py): batches of the same composition, where the prior should change little.
 
 Metrics: benchmarks/davae_ablation.py's ``score`` (kBET, Tran's sampled k-means ARI vs cell type, 1 - ARI

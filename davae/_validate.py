@@ -52,16 +52,47 @@ def batch_codes(adata: AnnData, batch_key: str, categories=None) -> tuple[np.nda
     return cat.codes.astype(np.int64), list(categories)
 
 
-def check_batches(codes: np.ndarray, categories: list[str], batch_key: str, batch_size: int) -> None:
-    """At least two batches, each with at least ``batch_size`` cells."""
+def check_batches(codes: np.ndarray, categories: list[str], batch_key: str) -> None:
+    """At least two batches. A batch may have fewer cells than a minibatch: minibatches are drawn from all
+    cells together, not per batch, and a data set smaller than ``batch_size`` trains on all its cells in one
+    minibatch (two batches make at least two cells, what batch normalisation needs)."""
     if len(categories) < 2:
         raise ValueError(
             f"adata.obs[{batch_key!r}] has only one batch ({categories[0]!r}); DAVAE integrates two or more batches"
         )
-    counts = np.bincount(codes, minlength=len(categories))
-    small = [(c, int(k)) for c, k in zip(categories, counts) if k < batch_size]
-    if small:
-        desc = ", ".join(f"{c!r} ({k} cells)" for c, k in small)
+
+
+def check_obs_names(adata: AnnData) -> None:
+    """Cell names must be unique: the output keeps the input's names and order."""
+    names = adata.obs_names
+    if not names.is_unique:
+        dup = names[names.duplicated()]
         raise ValueError(
-            f"batch {desc} smaller than batch_size={batch_size}; pass a smaller batch_size or drop the batch"
+            f"adata.obs_names has {len(dup)} duplicated cell names (e.g. {str(dup[0])!r}); make them unique with "
+            "adata.obs_names_make_unique() (and write the file again) first"
         )
+
+
+#: largest value of a matrix that is taken for log-scale data when it is not integer (log1p of CPM: <= 13.9)
+LOG_SCALE_MAX = 30.0
+
+
+def check_counts(X, *, sample: int = 1_000_000) -> None:
+    """With preprocessing on, ``X`` must hold raw counts (or TPM / CPM): stop when it looks log-transformed,
+    i.e. its values are not integers and its maximum is below :data:`LOG_SCALE_MAX`.
+
+    The integer test reads at most ``sample`` stored values (evenly spaced); the maximum reads all of them.
+    """
+    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    if data.size == 0:
+        return
+    vmax = float(data.max())
+    step = max(1, data.size // sample)
+    part = data[::step]
+    if vmax >= LOG_SCALE_MAX or np.array_equal(part, np.round(part)):
+        return
+    raise ValueError(
+        f"adata.X looks log-transformed (not integers, max {vmax:.3g}) but preprocessing expects raw counts in X: "
+        "if X is log-normalised pass preprocess=False (davae integrate --no-preprocess), or check_counts=False "
+        "(--skip-count-check) to preprocess it anyway"
+    )

@@ -8,7 +8,9 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ._validate import batch_codes, check_matrix
+from ._threads import limit_threads
+from ._validate import batch_codes, check_matrix, check_obs_names
+from ._validate import check_counts as _check_counts
 from .model import DAVAE
 from .preprocess import preprocess as _preprocess
 from .presets import get_params
@@ -25,6 +27,8 @@ def integrate(
     copy: bool = True,
     progress: bool = True,
     recover: bool = True,
+    threads: int | None = None,
+    check_counts: bool = True,
     **overrides: Any,
 ) -> AnnData:
     """Integrate the batches of ``adata`` with DAVAE.
@@ -53,10 +57,18 @@ def integrate(
         Return a new AnnData (default). With ``copy=False`` and ``preprocess=False`` the results are written
         into ``adata`` and it is returned.
     progress
-        Show a tqdm bar with the loss parts.
+        Report the loss parts per epoch: a tqdm bar when stderr is a terminal, otherwise (e.g. a log file) one
+        line every few epochs, at most ~20 lines per fit.
     recover
         Also compute the recovered expression (``layers['davae_recovered']``, dense cells × genes float32:
         6 GB at 762k cells × 2000 genes); ``False`` returns the embedding only.
+    threads
+        CPU threads for the call (preprocessing, training, encoding): torch's intra-op pool and the BLAS /
+        OpenMP pools (threadpoolctl), restored afterwards. ``None`` (default) leaves them as they are; the
+        ``davae`` command passes the cores the process may use.
+    check_counts
+        With ``preprocess=True``, stop when ``X`` looks log-transformed (values not integers, max < 30):
+        preprocessing would normalise and log it a second time. ``False`` skips the check.
     **overrides
         :class:`davae.presets.DAVAEParams` fields, e.g. ``epochs``, ``domain_lambda``, ``latent_dim``,
         ``batch_size``, ``hidden_layers``, ``min_steps``, ``lr``.
@@ -68,40 +80,45 @@ def integrate(
     shape as ``X``; only with ``recover=True``) and ``uns['davae']`` (``preset``, ``params``, ``seed``, ``device``, ``precision``, ``history``).
     """
     out, _ = integrate_with_model(adata, batch_key=batch_key, preset=preset, preprocess=preprocess, seed=seed,
-                                  device=device, precision=precision, copy=copy, progress=progress, recover=recover, **overrides)
+                                  device=device, precision=precision, copy=copy, progress=progress, recover=recover,
+                                  threads=threads, check_counts=check_counts, **overrides)
     return out
 
 
 def integrate_with_model(adata: AnnData, batch_key: str = "batch", preset: str = "default",
                          preprocess: bool = True, seed: int = 0, device: str = "auto", precision: str = "auto",
-                         copy: bool = True,
-                         progress: bool = True, recover: bool = True, **overrides: Any) -> tuple[AnnData, DAVAE]:
+                         copy: bool = True, progress: bool = True, recover: bool = True, threads: int | None = None,
+                         check_counts: bool = True, **overrides: Any) -> tuple[AnnData, DAVAE]:
     """As :func:`integrate`, also returning the trained :class:`DAVAE` (e.g. to ``save`` it)."""
     if not isinstance(adata, AnnData):
         raise ValueError(f"integrate expects an AnnData, got {type(adata).__name__}")
     params = get_params(preset, **overrides)
     check_matrix(adata.X)
     batch_codes(adata, batch_key)  # fail early on a missing / incomplete batch column
-    if preprocess:
-        out = _preprocess(adata, batch_key, n_top_genes=params.n_top_genes, target_sum=params.target_sum)
-    else:
-        out = adata.copy() if copy else adata
-        if sp.issparse(out.X) and not sp.isspmatrix_csr(out.X):
-            out.X = sp.csr_matrix(out.X)
-    model = DAVAE(out, batch_key=batch_key, preset=params)
-    model.preset = preset
-    model.fit(seed=seed, device=device, progress=progress, precision=precision)
-    out.obsm["X_davae"] = model.transform()
-    if recover:
-        out.layers["davae_recovered"] = model.recover()
-    out.uns["davae"] = {
-        "preset": preset,
-        "params": {k: (v if v is not None else "None") for k, v in params.to_dict().items()},
-        "seed": int(seed),
-        "device": str(model.device),
-        "precision": precision,
-        "batch_key": batch_key,
-        "batch_categories": list(model.batch_categories),
-        "history": {k: np.asarray(v, dtype=np.float64) for k, v in model.history.items()},
-    }
-    return out, model
+    check_obs_names(adata)
+    if preprocess and check_counts:
+        _check_counts(adata.X)
+    with limit_threads(threads):
+        if preprocess:
+            out = _preprocess(adata, batch_key, n_top_genes=params.n_top_genes, target_sum=params.target_sum)
+        else:
+            out = adata.copy() if copy else adata
+            if sp.issparse(out.X) and not sp.isspmatrix_csr(out.X):
+                out.X = sp.csr_matrix(out.X)
+        model = DAVAE(out, batch_key=batch_key, preset=params)
+        model.preset = preset
+        model.fit(seed=seed, device=device, progress=progress, precision=precision)
+        out.obsm["X_davae"] = model.transform()
+        if recover:
+            out.layers["davae_recovered"] = model.recover()
+        out.uns["davae"] = {
+            "preset": preset,
+            "params": {k: (v if v is not None else "None") for k, v in params.to_dict().items()},
+            "seed": int(seed),
+            "device": str(model.device),
+            "precision": precision,
+            "batch_key": batch_key,
+            "batch_categories": list(model.batch_categories),
+            "history": {k: np.asarray(v, dtype=np.float64) for k, v in model.history.items()},
+        }
+        return out, model

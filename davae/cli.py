@@ -6,8 +6,10 @@ import argparse
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
+from ._threads import available_cores, check_threads, export_thread_env
 from .presets import PRESETS
 
 
@@ -22,6 +24,11 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--batch-key", default="batch", help="obs column with each cell's batch (default: batch)")
     i.add_argument("--preset", default="default", choices=sorted(PRESETS), help="parameter preset")
     i.add_argument("--no-preprocess", action="store_true", help="X is already log-normalised; use it as given")
+    i.add_argument("--skip-count-check", action="store_true",
+                   help="preprocess X even when it looks log-transformed (values not integers, max < 30)")
+    i.add_argument("--threads", type=int,
+                   help="CPU threads (torch, BLAS, OpenMP); default: the cores this process may use "
+                        f"(here {available_cores()})")
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     i.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
@@ -37,25 +44,33 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--lr", type=float)
     i.add_argument("--n-top-genes", type=int)
     i.add_argument("--save-model", help="also write the trained model to this file")
-    i.add_argument("--no-progress", action="store_true", help="no progress bar")
+    i.add_argument("--no-progress", action="store_true",
+                   help="no progress (default: a bar on a terminal, a loss line every few epochs in a log)")
     return p
 
 
 def _integrate(args: argparse.Namespace) -> None:
     import anndata as ad
+    import h5py
 
     from .api import integrate_with_model
 
     src = Path(args.input)
     if not src.exists():
         raise ValueError(f"input file {src} does not exist")
-    adata = ad.read_h5ad(src)
+    if not src.is_file() or not h5py.is_hdf5(src):
+        raise ValueError(f"{src} is not an HDF5 file; davae integrate reads an .h5ad AnnData file (e.g. written by "
+                         "adata.write_h5ad), with raw counts in X and the batch of each cell in obs")
+    with warnings.catch_warnings():  # duplicated names: our one-line error below, not anndata's warnings
+        warnings.filterwarnings("ignore", message=".*names are not unique", category=UserWarning)
+        adata = ad.read_h5ad(src)
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "domain_lambda", "latent_dim",
                                                 "hidden_layers", "min_steps", "lr", "n_top_genes",
                                                 "early_stopping")
                  if getattr(args, k) is not None}
     out, model = integrate_with_model(adata, batch_key=args.batch_key, preset=args.preset, preprocess=not args.no_preprocess,
-                    seed=args.seed, device=args.device, precision=args.precision, progress=not args.no_progress, **overrides)
+                    seed=args.seed, device=args.device, precision=args.precision, progress=not args.no_progress,
+                    threads=args.threads, check_counts=not args.skip_count_check, **overrides)
     dst = Path(args.output)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp.h5ad", dir=dst.parent)
@@ -77,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "integrate":
+            args.threads = check_threads(available_cores() if args.threads is None else args.threads)
+            # the pools start at this size when torch and numpy are not loaded yet (run as a command)
+            export_thread_env(args.threads)
             _integrate(args)
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"davae: error: {e}", file=sys.stderr)

@@ -14,6 +14,7 @@ import torch
 from anndata import AnnData
 
 from . import training
+from ._threads import limit_threads
 from ._validate import batch_codes, check_batches, check_matrix
 from .module import DAVAEModule
 from .presets import DAVAEParams, get_params
@@ -48,7 +49,7 @@ class DAVAE:
         self.preset = preset if isinstance(preset, str) else "custom"
         check_matrix(adata.X)
         codes, cats = batch_codes(adata, batch_key)
-        check_batches(codes, cats, batch_key, self.params.batch_size)
+        check_batches(codes, cats, batch_key)
         self.adata = adata
         self.batch_key = batch_key
         self.batch_categories: list[str] = cats
@@ -92,12 +93,14 @@ class DAVAE:
 
     # -- public API ----------------------------------------------------------------------------------
     def fit(self, seed: int = 0, device: str | torch.device = "auto", progress: bool = True,
-            precision: str = "auto") -> "DAVAE":
+            precision: str = "auto", threads: int | None = None) -> "DAVAE":
         """Train the network from a fresh initialisation. Seeds torch's global RNG with ``seed``.
 
         On CPU the same seed gives the same embedding (same torch build and thread count). ``precision``:
         ``"auto"`` (bf16 autocast on a CUDA device that supports it, float32 otherwise), ``"fp32"`` or
-        ``"bf16"`` (see :func:`davae.training.resolve_precision`).
+        ``"bf16"`` (see :func:`davae.training.resolve_precision`). ``threads``: CPU threads of torch and the
+        BLAS / OpenMP pools during the fit, restored afterwards (None: leave them as they are).
+        ``progress``: a bar on a terminal, one line of loss parts every few epochs (at most ~20) elsewhere.
         """
         if self.adata is None:
             raise ValueError("this model was loaded without data; construct DAVAE(adata, ...) to train")
@@ -107,11 +110,12 @@ class DAVAE:
         X = self.adata.X
         if sp.issparse(X) and not sp.isspmatrix_csr(X):
             X = sp.csr_matrix(X)
-        self.history = training.train(
-            self.module, X, self._codes, self.reconstruction_weights(self._codes), self.params,
-            seed=seed, device=self.device, precision=precision, progress=progress,
-            batch_names=self.batch_categories,
-        )
+        with limit_threads(threads):
+            self.history = training.train(
+                self.module, X, self._codes, self.reconstruction_weights(self._codes), self.params,
+                seed=seed, device=self.device, precision=precision, progress=progress,
+                batch_names=self.batch_categories,
+            )
         self.precision = precision
         self.seed = seed
         self.is_trained = True

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
+from ._progress import EpochProgress
 from .module import DAVAEModule, davae_loss, ganin_lambda
 from .presets import DAVAEParams
 from .prior import local_batch_prior
@@ -137,7 +137,8 @@ def _minibatches(cells: np.ndarray, batch_size: int, rng: np.random.Generator) -
     perm = rng.permutation(cells)
     chunks = [perm[i : i + batch_size] for i in range(0, len(perm), batch_size)]
     if len(chunks) > 1 and len(chunks[-1]) < 2:
-        chunks[-2] = np.concatenate([chunks[-2], chunks.pop()])
+        last = chunks.pop()  # popped first: chunks[-2] = concat(chunks[-2], chunks.pop()) hit the wrong index
+        chunks[-1] = np.concatenate([chunks[-1], last])
     return chunks
 
 
@@ -236,7 +237,7 @@ def train(
         history["val_loss"] = []
     best: tuple[float, int, dict] | None = None
     step = 0
-    bar = tqdm(range(epochs), desc="DAVAE", unit="epoch", disable=not progress, leave=False)
+    bar = EpochProgress(epochs, enabled=progress, desc="DAVAE")  # a bar on a terminal, a short table in a log
     for epoch in bar:
         if params.domain_prior == "local" and epoch == warmup_epochs:
             z = encode(module, X, np.asarray(codes), device=device)

@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# tests that run on 2 threads: OpenMP threads that sleep while they wait, not spin (docs/davae.md, "Threads");
+# set here because test modules load torch before davae could set it
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"

@@ -391,8 +391,6 @@ def _bad(kind: str) -> tuple[ad.AnnData, dict]:
         a.X[1, 1] = -0.5
     elif kind == "no_genes":
         a = a[:, []].copy()
-    elif kind == "small_batch":
-        kw["batch_size"] = 64
     elif kind == "missing_labels":
         a.obs["batch"] = a.obs["batch"].astype(object)
         a.obs.iloc[0, a.obs.columns.get_loc("batch")] = np.nan
@@ -410,7 +408,6 @@ def _bad(kind: str) -> tuple[ad.AnnData, dict]:
     ("inf", "NaN or inf"),
     ("negative", "negative values"),
     ("no_genes", "at least one cell and one gene"),
-    ("small_batch", "smaller than batch_size=64"),
     ("missing_labels", "missing labels"),
     ("text_matrix", "convert it to float32"),
     ("bad_param", "unknown DAVAE parameter"),

@@ -173,7 +173,7 @@ def integrate(prepared_path: str, out_h5ad: str, *, method: str, module: str | N
     prepared = read_h5ad(prepared_path, layers=method_layers(method, module))
     with thread_limit(threads):
         result = run_method(method, prepared, module=module, params=params, seed=seed, device=device,
-                            on_error=on_error)
+                            on_error=on_error, threads=threads)
     info = result.uns["method"]
     log.info("method %s: %s in %.1f s %s", method, info["status"], info["wall_s"], info.get("error", ""))
     write_h5ad(result, out_h5ad)

@@ -218,7 +218,7 @@ def run_scaling_method(prepared_path: str | os.PathLike, out_h5ad: str | os.Path
     read_s = time.perf_counter() - start
     with thread_limit(threads):
         result = run_method(method, prepared, module=module, params=params, seed=seed, device=device,
-                            on_error="raise")
+                            on_error="raise", threads=threads)
     if not keep_corrected and "corrected" in result.layers:
         del result.layers["corrected"]
     info = dict(result.uns["method"])

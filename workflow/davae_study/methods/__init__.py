@@ -8,7 +8,8 @@ Method contract (one module per method, named in the config's ``methods:`` table
 a method copies before it modifies ``X`` or a layer. It holds the layers the module names in a module-level
 ``LAYERS`` tuple (e.g. ``LAYERS = ("counts",)`` for a count-based model) and no others: the workflow does not
 load the raw counts (as large as ``X``) for methods that do not use them (:func:`method_layers`). The result has the same cells in the same order and
-``obsm['X_emb']``, plus ``layers['corrected']`` where the method returns corrected expression.
+``obsm['X_emb']``, plus ``layers['corrected']`` where the method returns corrected expression. A ``run`` with
+a ``threads`` keyword gets the job's thread count (rule ``threads:``) in it.
 :func:`run_method` imports the module, times the call, checks the result against the contract and returns
 the ``integrated/<method>.h5ad`` object. A method that raises becomes a *failed* record (no embedding,
 ``uns['method']['status'] == 'failed'``) so that the tables show NA for it instead of the DAG dying.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import platform
 import resource
@@ -30,8 +32,13 @@ from typing import Any
 
 import anndata as ad
 import numpy as np
+from davae._threads import prefer_passive_wait
 
 log = logging.getLogger(__name__)
+
+# before any method loads torch: its OpenMP threads then sleep instead of spinning while they wait, which
+# keeps a job with several threads fast on a shared machine (docs/davae.md, "Threads")
+prefer_passive_wait()
 
 __all__ = ["run_method", "check_result", "failed_result", "resolve_device", "import_method", "method_layers",
            "thread_limit", "peak_rss_mb"]
@@ -164,6 +171,7 @@ def run_method(
     seed: int = 0,
     device: str = "auto",
     on_error: str = "record",
+    threads: int | None = None,
 ) -> ad.AnnData:
     """Run one integration method on a prepared AnnData and return the ``integrated/<method>.h5ad`` object.
 
@@ -181,18 +189,26 @@ def run_method(
         Passed to the method; ``device='auto'`` picks CUDA when available.
     on_error
         ``record`` (default): a method that raises returns a failed record; ``raise``: re-raise.
+    threads
+        The job's threads, passed as ``threads=`` to a ``run`` that accepts that keyword (unless ``params``
+        sets it); the caller caps the thread pools itself (:func:`thread_limit`).
     """
     if on_error not in ("record", "raise"):
         raise ValueError(f"on_error must be 'record' or 'raise', not {on_error!r}")
     params = dict(params or {})
     module = module or f"{__name__}.{name}"
     info: dict[str, Any] = {"name": name, "module": module, "params": params, "seed": int(seed)}
+    if threads:
+        info["threads"] = int(threads)
     device = resolve_device(device)
     info["device"] = device
     start = time.perf_counter()
     try:
         mod = import_method(module)
-        result = mod.run(_shallow(prepared), seed=seed, device=device, **params)
+        kwargs = dict(params)
+        if threads and "threads" not in kwargs and "threads" in inspect.signature(mod.run).parameters:
+            kwargs["threads"] = int(threads)
+        result = mod.run(_shallow(prepared), seed=seed, device=device, **kwargs)
         check_result(prepared, result, name)
     except Exception as err:  # noqa: BLE001 - a failed method is data, see on_error
         if on_error == "raise":

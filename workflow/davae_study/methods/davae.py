@@ -3,9 +3,11 @@
 Params are the ``davae.integrate`` overrides (see docs/davae.md), e.g. ``preset`` (``default`` — the study's
 corrected model — or ``scbean``, the released behaviour), ``epochs``, ``domain_lambda``, ``batch_size``,
 ``hidden_layers``, ``early_stopping``; ``precision`` (default ``auto``: bf16 autocast on a CUDA device that
-supports it, float32 on CPU); ``progress`` (default False: no tqdm bar in rule logs); ``corrected`` (default True:
-return the recovered expression as ``layers['corrected']``; set False at atlas size, where it is a dense
-cells × genes matrix). The prepared data are already log-normalised, so DAVAE's own preprocessing is skipped.
+supports it, float32 on CPU); ``progress`` (default True: in a rule's log, not a terminal, this is one line of
+loss parts every few epochs, at most ~20 per fit); ``corrected`` (default True: return the recovered expression
+as ``layers['corrected']``; set False at atlas size, where it is a dense cells × genes matrix). ``threads``: the
+job's threads (the registry passes the rule's ``threads:``), for torch and the BLAS / OpenMP pools. The prepared
+data are already log-normalised, so DAVAE's own preprocessing is skipped.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import anndata as ad
 
 
-def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", preset: str = "default", progress: bool = False,
-        corrected: bool = True, precision: str = "auto", **overrides) -> ad.AnnData:
+def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", preset: str = "default", progress: bool = True,
+        corrected: bool = True, precision: str = "auto", threads: int | None = None, **overrides) -> ad.AnnData:
     import davae
 
     # the registry hands over its own copy: no second copy of X (copy=False)
     res = davae.integrate(adata, batch_key="batch", preset=preset, preprocess=False, seed=seed, device=device,
-                          precision=precision, progress=progress, copy=False, recover=corrected, **overrides)
+                          precision=precision, progress=progress, copy=False, recover=corrected, threads=threads,
+                          **overrides)
     out = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy())
     out.obsm["X_emb"] = res.obsm["X_davae"]
     if corrected:
