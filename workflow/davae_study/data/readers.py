@@ -146,7 +146,6 @@ def _align_293t_jurkat_labels(labels: list[str], n_all: Mapping[str, int], n_kep
     mixture, the whole mixture. Coverage 'all' / 'mixture' means the labels of filtered-out cells are dropped
     by the caller; the mixture part is returned for the cells as counted by ``coverage``.
     """
-    pure = ("t293", "jurkat")
     n = len(labels)
     for coverage, counts in (("filtered", n_kept), ("all", n_all)):
         if n == sum(counts.values()):
@@ -211,7 +210,8 @@ def tenx_293t_jurkat(
     for role, a in parts.items():
         files = {role: paths[role], **({"labels": paths["labels"]} if role == "mixture" else {})}
         dropped = n_all[role] - n_kept[role]
-        part_note = f"{n_kept[role]} cells with >= {min_genes} expressed genes kept ({dropped} dropped, Scanorama's filter)"
+        part_note = (f"{n_kept[role]} cells with >= {min_genes} expressed genes kept ({dropped} dropped, "
+                     "Scanorama's filter)")
         # the shape check is of the file as published (the data table states the 10x cell counts)
         rows.append(shape_check(_categorical(a, "batch", "cell_type"), role, files, (expected or {}).get(role),
                                 note=part_note + (f"; {note}" if role == "mixture" else "")))
