@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from davae_study.data.download import (ChecksumError, DataUnavailableError, DownloadError, NetworkUnavailableError,
-                                       check_available, check_downloads, data_settings, fetch, load_sources,
-                                       read_lock)
+                                       check_available, check_downloads, data_settings, fetch, fetch_entry,
+                                       load_sources, read_lock)
 from test_data_formats import small_cellbench, write_10x_h5, write_10x_mtx_targz, write_geo_txt_gz, write_gtf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -371,3 +371,23 @@ def test_paper_config_without_network_ends_with_one_listing(tmp_path):
     assert "Traceback" not in out and "urlopen error" not in out
     assert not (work / "logs" / "download").exists()  # stopped before any download job
     assert not list((work / ".snakemake" / "locks").glob("*"))  # and left no lock behind
+
+
+def test_fallback_url_is_tried_when_the_url_fails(served, tmp_path):
+    """A row's fallback_urls (e.g. GEO's download form for Villani's file) are tried in order when the URL fails;
+    with a mirror they are not used, and a checksum mismatch is never retried elsewhere."""
+    srv, root, files, _ = served
+    key = "geo/GSE1_matrix.txt.gz"
+    entry = {"url": f"{srv.url}/missing/{key}", "fallback_urls": [f"{srv.url}/{key}"], "sha256": None}
+    logs = []
+    rec = fetch_entry(key, entry, tmp_path / "res", data_config={"lock": str(tmp_path / "lock.yaml"), "retries": 0},
+                      log=logs.append)
+    assert (tmp_path / "res" / key).read_bytes() == files[key].read_bytes() and rec["url"] == entry["fallback_urls"][0]
+    assert any("trying" in m for m in logs)
+    with pytest.raises(ChecksumError):
+        fetch_entry(key, {**entry, "url": f"{srv.url}/{key}", "sha256": "0" * 64}, tmp_path / "res2",
+                    data_config={"retries": 0}, log=logs.append)
+    assert srv.hits[key] == 2  # the fallback was not tried after the mismatch
+    with pytest.raises(DownloadError):
+        fetch_entry(key, entry, tmp_path / "res3", data_config={"mirror": f"{srv.url}/missing", "retries": 0},
+                    log=logs.append)

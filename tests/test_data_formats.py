@@ -215,25 +215,77 @@ def test_villani_dc_tpm_plates_to_batches_and_type_filter(tmp_path):
         readers.villani_dc({"matrix": str(p)}, plate_batches={"batch1": ["P7"]})
 
 
-def test_tenx_293t_jurkat_labels_from_scanorama_file(tmp_path):
+def _cell_lines_fixture(tmp_path):
+    """Three 10x tar.gz from real CellBench counts (300 genes); ``min_genes`` drops 3 + 2 + 4 real cells."""
     a = small_cellbench()
-    t293, jur = a[a.obs["cell_type"] == "H1975"][:80], a[a.obs["cell_type"] == "H2228"][:90]
-    mix = a[a.obs["cell_type"].isin(["H1975", "H2228"])][200:320]
-    paths = {}
-    for role, sub in (("t293", t293), ("jurkat", jur), ("mixture", mix)):
-        paths[role] = str(write_10x_mtx_targz(tmp_path / f"{role}.tar.gz", sub))
-    mix_lab = np.where(mix.obs["cell_type"] == "H1975", "293t", "jurkat")
-    lab = ["293t"] * 80 + ["jurkat"] * 90 + list(mix_lab)
-    (tmp_path / "293t_jurkat_cluster.txt").write_text("\n".join(lab) + "\n")
-    paths["labels"] = str(tmp_path / "293t_jurkat_cluster.txt")
-    out = readers.tenx_293t_jurkat(paths)
-    assert out.n_obs == 290 and out.n_vars == a.n_vars
-    assert out.obs["batch"].value_counts().to_dict() == {"mixture": 120, "jurkat": 90, "293t": 80}
-    np.testing.assert_array_equal(out.obs.loc[out.obs["batch"] == "mixture", "cell_type"], mix_lab)
-    assert "agree with their batch for 100.0%" in prov(out)[2]["note"]
+    parts = {"t293": a[a.obs["cell_type"] == "H1975"][:80], "jurkat": a[a.obs["cell_type"] == "H2228"][:90],
+             "mixture": a[a.obs["cell_type"].isin(["H1975", "H2228"])][200:320]}
+    n_genes = {r: np.asarray((sub.X > 0).sum(axis=1)).ravel() for r, sub in parts.items()}
+    # a threshold that the real cells straddle: the lowest few cells of each part fall below it
+    min_genes = int(max(np.sort(n_genes["t293"])[3], np.sort(n_genes["jurkat"])[2], np.sort(n_genes["mixture"])[4]))
+    kept = {r: n >= min_genes for r, n in n_genes.items()}
+    paths = {r: str(write_10x_mtx_targz(tmp_path / f"{r}.tar.gz", sub)) for r, sub in parts.items()}
+    mix_lab = np.where(parts["mixture"].obs["cell_type"] == "H1975", "293t", "jurkat")
+    return parts, paths, kept, mix_lab, min_genes
+
+
+def test_tenx_293t_jurkat_scanorama_filter_then_labels(tmp_path):
+    """Scanorama's label file labels the cells with >= 600 expressed genes (brianhie/scanorama bin/process.py,
+    MIN_TRANSCRIPTS = 600, ``>=``): 9,530 lines for 9,531 cells. The reader filters first, then aligns."""
+    assert readers.SCANORAMA_MIN_GENES == 600
+    parts, paths, kept, mix_lab, min_genes = _cell_lines_fixture(tmp_path)
+    n_kept = {r: int(k.sum()) for r, k in kept.items()}
+    assert all(0 < n_kept[r] < parts[r].n_obs for r in parts)
+    # the published file: one label per kept cell, in the order 293T, Jurkat, mixture
+    lab = ["293t"] * n_kept["t293"] + ["jurkat"] * n_kept["jurkat"] + list(mix_lab[kept["mixture"]])
+    (tmp_path / "filtered.txt").write_text("\n".join(lab) + "\n")
+    out = readers.tenx_293t_jurkat({**paths, "labels": str(tmp_path / "filtered.txt")}, min_genes=min_genes)
+    assert out.uns["label_coverage"] == "filtered"
+    assert out.obs["batch"].value_counts().to_dict() == {"mixture": n_kept["mixture"], "jurkat": n_kept["jurkat"],
+                                                         "293t": n_kept["t293"]}
+    np.testing.assert_array_equal(out.obs.loc[out.obs["batch"] == "mixture", "cell_type"], mix_lab[kept["mixture"]])
+    assert (np.asarray((out.X > 0).sum(axis=1)).ravel() >= min_genes).all()
+    rows = prov(out)
+    # the shape check is of the file as published (10x cell counts), the note says what the filter kept
+    assert [r["cells"] for r in rows] == [parts[r].n_obs for r in ("t293", "jurkat", "mixture")]
+    assert f"{n_kept['jurkat']} cells with >= {min_genes} expressed genes kept" in rows[1]["note"]
+    assert "covers the filtered cells of all 3 batches" in rows[2]["note"] and "100.0%" in rows[2]["note"]
+
+    # a label file for all cells, or for the mixture only (filtered or not): aligned the same way
+    all_lab = ["293t"] * parts["t293"].n_obs + ["jurkat"] * parts["jurkat"].n_obs + list(mix_lab)
+    variants = {"all": all_lab, "mixture": list(mix_lab), "filtered-mixture": list(mix_lab[kept["mixture"]])}
+    for coverage, lines in variants.items():
+        (tmp_path / f"{coverage}.txt").write_text("\n".join(lines) + "\n")
+        o = readers.tenx_293t_jurkat({**paths, "labels": str(tmp_path / f"{coverage}.txt")}, min_genes=min_genes)
+        assert o.uns["label_coverage"] == coverage and o.n_obs == out.n_obs
+        np.testing.assert_array_equal(o.obs["cell_type"].astype(str), out.obs["cell_type"].astype(str))
     (tmp_path / "bad.txt").write_text("293t\n" * 7)
-    with pytest.raises(ValueError, match="expected 290"):
-        readers.tenx_293t_jurkat({**paths, "labels": str(tmp_path / "bad.txt")})
+    with pytest.raises(ValueError, match="has 7 labels; expected"):
+        readers.tenx_293t_jurkat({**paths, "labels": str(tmp_path / "bad.txt")}, min_genes=min_genes)
+    # min_genes=0 keeps every cell (the label file must then cover all cells or the whole mixture)
+    o = readers.tenx_293t_jurkat({**paths, "labels": str(tmp_path / "all.txt")}, min_genes=0)
+    assert o.n_obs == sum(p.n_obs for p in parts.values())
+    with pytest.raises(ValueError, match="lower input.params.min_genes"):
+        readers.tenx_293t_jurkat({**paths, "labels": str(tmp_path / "all.txt")})  # 300 genes: none has 600
+
+
+def test_tenx_293t_jurkat_600_genes_is_inclusive(tmp_path):
+    """A cell with exactly 600 expressed genes is kept, one with 599 dropped (Scanorama's ``s >= min_trans``)."""
+    rng = np.random.default_rng(0)
+    names = [f"G{i}" for i in range(700)]
+
+    def part(n_expressed):
+        X = np.zeros((len(n_expressed), 700), dtype=np.float32)
+        for i, n in enumerate(n_expressed):
+            X[i, rng.choice(700, n, replace=False)] = rng.integers(1, 5, n)
+        return ad.AnnData(X=sparse.csr_matrix(X), obs=pd.DataFrame(index=[f"C{i}-1" for i in range(len(X))]),
+                          var=pd.DataFrame(index=names))
+
+    paths = {r: str(write_10x_mtx_targz(tmp_path / f"{r}.tar.gz", part(n)))
+             for r, n in (("t293", [600, 650]), ("jurkat", [599, 700, 600]), ("mixture", [610, 599]))}
+    (tmp_path / "lab.txt").write_text("293t\n293t\njurkat\njurkat\njurkat\n")  # 5 of 7 cells: one line per kept cell
+    out = readers.tenx_293t_jurkat({**paths, "labels": str(tmp_path / "lab.txt")})
+    assert out.obs["batch"].value_counts().to_dict() == {"293t": 2, "jurkat": 2, "mixture": 1}
 
 
 def _atac_fixture(tmp_path, rna: ad.AnnData):
@@ -277,6 +329,35 @@ def test_pbmc_rna_atac_with_label_file(tmp_path):
     assert out.uns["gene_activity"]["n_peaks_in_windows"] == 4
 
 
+def test_pbmc_atac_filter_is_strictly_above_and_labelled_rna_only(tmp_path):
+    """The authors keep nuclei with nCount_ATAC > 5000 (jhu99/davae_paper Rscripts/sc_atac_transfrom.R:
+    ``subset(pbmc.atac, subset = nCount_ATAC > 5000)``): a nucleus with exactly the threshold is dropped.
+    With Seurat's labels (pbmc_10k_v3.rds, 9,432 of the 11,769 cells) only the labelled RNA cells are kept."""
+    rna = real("seuratTools_ifnb1k.h5ad")
+    rna = rna[rna.obs["batch"] == "CTRL"][:, :2000].copy()
+    rna_h5 = write_10x_h5(tmp_path / "rna.h5", rna)
+    labelled = rna.obs_names[: rna.n_obs - 40]  # Seurat's object lacks some of the 10x cells
+    pd.DataFrame({"barcode": labelled, "celltype": rna.obs.loc[labelled, "cell_type"].to_numpy()}).to_csv(
+        tmp_path / "labels.csv", index=False)
+    h5, gtf, _ = _atac_fixture(tmp_path, rna)
+    totals = np.asarray(read_10x_h5(h5, feature_types=None).X.sum(axis=1)).ravel()
+    threshold = int(np.sort(totals)[20])  # a real nucleus total: that nucleus sits exactly on the threshold
+    paths = {"rna": str(rna_h5), "atac": str(h5), "gtf": str(gtf), "rna_labels": str(tmp_path / "labels.csv")}
+    out = readers.pbmc_rna_atac(paths, atac_counts_above=threshold)
+    assert (out.obs["modality"] == "ATAC").sum() == int((totals > threshold).sum()) < int((totals >= threshold).sum())
+    assert (out.obs["modality"] == "RNA").sum() == len(labelled)
+    assert out.obs.loc[out.obs["modality"] == "RNA", "cell_type"].notna().all()
+    rows = prov(out)
+    assert rows[0]["cells"] == rna.n_obs  # the 10x file as read; the note says how many were labelled
+    assert f"{len(labelled)} of {rna.n_obs} cells labelled, only those kept" in rows[0]["note"]
+    assert f"{(totals > threshold).sum()} of {len(totals)} nuclei with > {threshold} peak counts kept" in rows[1]["note"]
+    keep_all = readers.pbmc_rna_atac(paths, rna_labelled_only=False)
+    assert (keep_all.obs["modality"] == "RNA").sum() == rna.n_obs and (keep_all.obs["modality"] == "ATAC").sum() == 150
+    pd.DataFrame({"barcode": ["XX-1"], "celltype": ["B"]}).to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(ValueError, match="none of its 1 barcodes"):
+        readers.pbmc_rna_atac({**paths, "rna_labels": str(tmp_path / "other.csv")})
+
+
 def test_marker_annotation_recovers_pbmc_lineages():
     """The fallback marker annotation gets the lineage right (myeloid / T / B) on real labelled PBMCs;
     finer types (CD4 naive vs memory) it does not resolve reliably on 391 cells: documented as approximate."""
@@ -310,8 +391,9 @@ def test_visium_mouse_brain_with_reference(tmp_path):
     df = pd.DataFrame(sparse.csr_matrix(ref.X).toarray().T.astype(int), index=ref.var_names,
                       columns=[f"SM-{i}" for i in range(ref.n_obs)])
     df.to_csv(tmp_path / "exon_counts.csv.gz")
-    lab = ref.obs["cell_type"].astype(str).to_numpy().copy()
-    lab[:5] = "Low Quality"
+    lab = ref.obs["cell_type"].astype(str).to_numpy().copy().astype(object)
+    # the non-cell subclasses of Tasic 2018's GEO metadata, and an empty subclass, are dropped
+    lab[:5] = ["Low Quality", "Batch Grouping", "Doublet", "High Intronic", ""]
     pd.DataFrame({"sample_name": df.columns, "cell_class": "x", "cell_subclass": lab}).to_csv(
         tmp_path / "meta.csv.gz", index=False)
     paths.update(reference=str(tmp_path / "exon_counts.csv.gz"), reference_metadata=str(tmp_path / "meta.csv.gz"))
@@ -321,7 +403,9 @@ def test_visium_mouse_brain_with_reference(tmp_path):
     assert np.isfinite(out.obsm["spatial"][spots.to_numpy()]).all()
     assert np.isnan(out.obsm["spatial"][~spots.to_numpy()]).all()
     assert set(out.uns["spatial"]) == {"anterior", "posterior"}
-    assert set(out.obs.loc[~spots, "cell_type"]) == set(ref.obs["cell_type"].astype(str)) and "Low Quality" not in set(out.obs["cell_type"].dropna())
+    assert set(out.obs.loc[~spots, "cell_type"]) == set(ref.obs["cell_type"].astype(str))
+    assert not set(readers.TASIC_NON_CELL_LABELS) & set(out.obs["cell_type"].dropna())
+    assert "195 of the table's 200 cells kept" in prov(out)[2]["note"]
     refpart = out[out.obs["batch"] == "reference"]
     np.testing.assert_array_equal(refpart.X.toarray(), sparse.csr_matrix(ref.X)[5:].toarray())
     with pytest.raises(ValueError, match="label_column"):
@@ -359,6 +443,36 @@ def test_expected_shapes_come_from_the_data_table(tmp_path):
              "other": str(tmp_path / "elsewhere/file.h5")}
     assert readers.expected_for(paths, repo_table) == {"matrix": {"cells": 768, "genes": 26593, "labels": 4}}
     assert readers.expected_for(paths, tmp_path / "no_such_table.yaml") == {}
+
+
+def test_data_table_encodes_the_public_records():
+    """Facts of config/data_sources.yaml checked against public records (docs/data.md, "Files")."""
+    from davae_study.data.download import load_sources
+
+    t = load_sources(Path(__file__).resolve().parents[1] / "config" / "data_sources.yaml")
+    post = "visium/V1_Mouse_Brain_Sagittal_Posterior_"
+    # scverse/squidpy src/squidpy/datasets/datasets.yaml
+    assert t[post + "filtered_feature_bc_matrix.h5"]["sha256"] == \
+        "df962209143860488bd679ff7a1b3bb14985208d0929fb814934ba7571c488b6"
+    assert t[post + "spatial.tar.gz"]["sha256"] == "b878d7eaca487ffc17224a870f86599abf9d45a99033c1ef65661ff119cef0d5"
+    # 10x: 3,258 Jurkat cells in the file (the paper's 3,285 is a note)
+    assert t["tenx_cell_lines/jurkat_filtered_gene_bc_matrices.tar.gz"]["expected"]["cells"] == 3258
+    # HCA preview files: 33,694 genes each
+    assert t["hca/ica_cord_blood_h5.h5"]["expected"]["genes"] == t["hca/ica_bone_marrow_h5.h5"]["expected"]["genes"] == 33694
+    # the authors' annotation: GRCh37.87 (jhu99/davae_paper Rscripts/sc_atac_transfrom.R), Ensembl's release-87 folder
+    gtf = [k for k in t if k.startswith("reference/")]
+    assert gtf == ["reference/Homo_sapiens.GRCh37.87.gtf.gz"] and "/grch37/release-87/gtf/" in t[gtf[0]]["url"]
+    # Villani: GEO's download form as the fallback of the FTP path, which is marked as not found verbatim
+    v = t["villani/GSE94820_raw.expMatrix_DCnMono.discovery.set.submission.txt.gz"]
+    assert v["fallback_urls"][0].startswith("https://www.ncbi.nlm.nih.gov/geo/download/?acc=GSE94820&format=file&file=")
+    assert "not found verbatim" in v["verified"]
+    # every application file of the paper config is in the table
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
+    files = [f for app in cfg["applications"].values() for f in app["input"]["files"].values()]
+    assert all("/".join(Path(f).parts[-2:]) in t for f in files)
+    assert cfg["applications"]["rna_atac"]["input"]["params"]["atac_counts_above"] == 5000
 
 
 def test_registry_exposes_the_paper_readers():

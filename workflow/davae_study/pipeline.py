@@ -95,7 +95,12 @@ def prepare_application(
     from .data.provenance import PROVENANCE_COLUMNS, provenance_table
     from .prepare import prepare
 
+    from .data.readers import PAPER_READERS
+
     application = application or Path(out_h5ad).parent.name
+    if sources and input_spec.get("reader") in PAPER_READERS and "sources" not in (input_spec.get("params") or {}):
+        # the paper's readers compare with the stated shapes of this data table (not a cwd-relative default)
+        input_spec = {**input_spec, "params": {**dict(input_spec.get("params") or {}), "sources": sources}}
     raw = read_application(input_spec, paths)
     log.info("read %s cells x %s genes from %s", raw.n_obs, raw.n_vars, dict(paths))
     checksums = {role: sha256(p) for role, p in paths.items() if Path(p).is_file()}  # each file hashed once

@@ -329,11 +329,27 @@ def fetch_entry(
     data_config: Mapping[str, Any] | None = None,
     log=print,
 ) -> dict[str, Any]:
-    """:func:`fetch` one data-table row into ``<resources>/<key>`` with the ``data:`` config's settings."""
+    """:func:`fetch` one data-table row into ``<resources>/<key>`` with the ``data:`` config's settings.
+
+    Without a mirror, the row's ``fallback_urls`` are tried in order when the URL fails to transfer (a
+    checksum mismatch is never retried elsewhere).
+    """
     cfg = dict(data_config or {})
+    urls = [entry["url"]] + ([] if cfg.get("mirror") else list(entry.get("fallback_urls") or []))
+    for i, url in enumerate(urls[:-1]):
+        try:
+            return _fetch_entry_from(key, entry, url, resources, cfg, log)
+        except ChecksumError:
+            raise
+        except DownloadError as exc:
+            log(f"[download] {key}: {url} failed ({exc}); trying {urls[i + 1]}")
+    return _fetch_entry_from(key, entry, urls[-1], resources, cfg, log)
+
+
+def _fetch_entry_from(key, entry, url, resources, cfg, log) -> dict[str, Any]:
     return fetch(
         key,
-        entry["url"],
+        url,
         Path(resources, key),
         sha256=entry.get("sha256"),
         extract=entry.get("extract"),

@@ -30,7 +30,8 @@ from davae_study.data.download import load_sources
 from davae_study.data.provenance import rows_to_uns, shape_check
 
 __all__ = ["villani_dc", "tenx_293t_jurkat", "pbmc_rna_atac", "visium_mouse_brain", "hca_immune",
-           "annotate_by_markers", "expected_for", "PAPER_READERS", "PBMC_MARKERS"]
+           "annotate_by_markers", "expected_for", "PAPER_READERS", "PBMC_MARKERS", "SCANORAMA_MIN_GENES",
+           "TASIC_NON_CELL_LABELS"]
 
 
 def _need(paths: Mapping[str, Any], *roles: str, reader: str) -> None:
@@ -133,46 +134,91 @@ def villani_dc(
 
 
 # --------------------------------------------------------------------------------------- 2. 293T / Jurkat
+#: Scanorama's cell filter (brianhie/scanorama bin/process.py: ``MIN_TRANSCRIPTS = 600``, cells with at least
+#: that many expressed genes are kept); its ``cell_labels/293t_jurkat_cluster.txt`` labels the cells it keeps.
+SCANORAMA_MIN_GENES = 600
+
+
+def _align_293t_jurkat_labels(labels: list[str], n_all: Mapping[str, int], n_kept: Mapping[str, int]):
+    """Which cells a Scanorama label file covers: ``(coverage, mixture labels or None, pure labels or None)``.
+
+    Tried in this order: the cells kept by the filter (the file as published), all cells, the filtered
+    mixture, the whole mixture. Coverage 'all' / 'mixture' means the labels of filtered-out cells are dropped
+    by the caller; the mixture part is returned for the cells as counted by ``coverage``.
+    """
+    n = len(labels)
+    for coverage, counts in (("filtered", n_kept), ("all", n_all)):
+        if n == sum(counts.values()):
+            k = counts["t293"] + counts["jurkat"]
+            return coverage, labels[k:], labels[:k]
+    for coverage, counts in (("filtered-mixture", n_kept), ("mixture", n_all)):
+        if n == counts["mixture"]:
+            return coverage, labels, None
+    return None, None, None
+
+
 @_with_expected
 def tenx_293t_jurkat(
     paths: Mapping[str, str],
     *,
     expected: Mapping[str, Mapping] | None = None,
     genome: str | None = "hg19",
+    min_genes: int = SCANORAMA_MIN_GENES,
 ) -> ad.AnnData:
     """10x cell lines: pure 293T, pure Jurkat and their 50:50 mixture (Cell Ranger 1.1.0, hg19).
 
     Files: ``t293``, ``jurkat``, ``mixture`` (``*_filtered_gene_bc_matrices.tar.gz``) and ``labels``
     (Scanorama's ``cell_labels/293t_jurkat_cluster.txt``: one label per line, for the 293T, Jurkat and mixture
-    cells in that order, or for the mixture cells only). Batches: ``293t``, ``jurkat``, ``mixture``; cell
-    types ``293t`` / ``jurkat``.
+    cells in that order). Scanorama's filter is applied first: cells with fewer than ``min_genes`` expressed
+    genes are dropped (600, as Scanorama; 0 keeps every cell). The label file may cover the filtered cells of
+    the three batches (Scanorama's file: 9,530 of the 9,531 cells), all cells, or the mixture only (filtered
+    or not); the provenance note and ``uns['label_coverage']`` say which. Batches: ``293t``, ``jurkat``,
+    ``mixture``; cell types ``293t`` / ``jurkat`` (pure lines by sample, mixture from the file).
     """
     _need(paths, "t293", "jurkat", "mixture", "labels", reader="tenx_293t_jurkat")
-    parts, rows = {}, []
+    parts, rows, kept = {}, [], {}
     for role, default_type in (("t293", "293t"), ("jurkat", "jurkat"), ("mixture", None)):
         a = read_10x_mtx(paths[role], genome=genome)
         a.obs["batch"] = {"t293": "293t"}.get(role, role)
         a.obs["cell_type"] = default_type
         parts[role] = a
+        kept[role] = np.asarray((a.X > 0).sum(axis=1)).ravel() >= min_genes
     labels = [x.strip() for x in Path(paths["labels"]).read_text().split() if x.strip()]
-    n = {r: parts[r].n_obs for r in parts}
-    if len(labels) == sum(n.values()):
-        pure = labels[: n["t293"] + n["jurkat"]]
-        agree = np.mean(np.array(pure) == np.array(["293t"] * n["t293"] + ["jurkat"] * n["jurkat"]))
-        note = f"label file covers all 3 batches; pure-line labels agree with their batch for {agree:.1%}"
-        mix = labels[n["t293"] + n["jurkat"]:]
-    elif len(labels) == n["mixture"]:
-        note, mix = "label file covers the mixture only", labels
-    else:
-        raise ValueError(f"{paths['labels']} has {len(labels)} labels; expected {sum(n.values())} (all cells) or "
-                         f"{n['mixture']} (mixture): is it 293t_jurkat_cluster.txt for these matrices?")
-    parts["mixture"].obs["cell_type"] = mix
+    n_all = {r: parts[r].n_obs for r in parts}
+    n_kept = {r: int(kept[r].sum()) for r in parts}
+    empty = [r for r in parts if n_kept[r] == 0]
+    if empty:
+        raise ValueError(f"no cell of {empty} has >= {min_genes} expressed genes; lower input.params.min_genes "
+                         "(Scanorama's filter is 600 on the full 10x matrices)")
+    coverage, mix, pure = _align_293t_jurkat_labels(labels, n_all, n_kept)
+    if coverage is None:
+        raise ValueError(
+            f"{paths['labels']} has {len(labels)} labels; expected {sum(n_kept.values())} (cells with >= {min_genes} "
+            f"expressed genes, Scanorama's file), {sum(n_all.values())} (all cells), {n_kept['mixture']} or "
+            f"{n_all['mixture']} (mixture only): is it 293t_jurkat_cluster.txt for these matrices?")
+    filtered = coverage.startswith("filtered")
+    mix = np.asarray(mix)[slice(None) if filtered else kept["mixture"]]
+    note = (f"label file covers {'the filtered cells of ' if filtered else ''}"
+            f"{'all 3 batches' if pure is not None else 'the mixture only'} ({len(labels)} lines)")
+    if pure is not None:
+        want = np.array(["293t"] * (n_kept["t293"] if filtered else n_all["t293"])
+                        + ["jurkat"] * (n_kept["jurkat"] if filtered else n_all["jurkat"]))
+        note += f"; pure-line labels agree with their batch for {np.mean(np.asarray(pure) == want):.1%}"
+    mix_all = np.full(n_all["mixture"], None, dtype=object)
+    mix_all[kept["mixture"]] = mix
+    parts["mixture"].obs["cell_type"] = mix_all
     for role, a in parts.items():
-        _categorical(a, "batch", "cell_type")
         files = {role: paths[role], **({"labels": paths["labels"]} if role == "mixture" else {})}
-        rows.append(shape_check(a, role, files, (expected or {}).get(role), note=note if role == "mixture" else ""))
+        dropped = n_all[role] - n_kept[role]
+        part_note = (f"{n_kept[role]} cells with >= {min_genes} expressed genes kept ({dropped} dropped, "
+                     "Scanorama's filter)")
+        # the shape check is of the file as published (the data table states the 10x cell counts)
+        rows.append(shape_check(_categorical(a, "batch", "cell_type"), role, files, (expected or {}).get(role),
+                                note=part_note + (f"; {note}" if role == "mixture" else "")))
+        parts[role] = _categorical(a[kept[role]].copy(), "batch", "cell_type")
     out = _concat(parts)
     out.uns["counts_kind"] = "counts"
+    out.uns["label_coverage"] = coverage
     out.uns["provenance"] = rows_to_uns(rows)
     return _categorical(out, "batch", "cell_type")
 
@@ -238,7 +284,8 @@ def pbmc_rna_atac(
     upstream: int = 2000,
     seq_levels: Sequence[str] | None = DEFAULT_SEQ_LEVELS,
     gene_biotypes: Sequence[str] | None = None,
-    atac_min_counts: int = 0,
+    atac_counts_above: int | None = None,
+    rna_labelled_only: bool = True,
     markers: Mapping[str, Sequence[str]] | None = None,
     marker_resolution: float = 2.0,
 ) -> ad.AnnData:
@@ -246,12 +293,16 @@ def pbmc_rna_atac(
 
     Files: ``rna`` (``pbmc_10k_v3_filtered_feature_bc_matrix.h5``), ``atac``
     (``atac_v1_pbmc_10k_filtered_peak_bc_matrix.h5``), ``gtf`` (annotation of the peaks' genome build), and
-    optionally ``rna_labels``: a CSV ``barcode,cell_type`` (e.g. exported from Seurat's ``pbmc_10k_v3.rds``
-    with ``write.csv(data.frame(barcode = colnames(pbmc.rna), cell_type = pbmc.rna$celltype), ...)``).
-    Without it the RNA cells are labelled by :func:`annotate_by_markers` with ``markers`` (default
-    :data:`PBMC_MARKERS`); ``uns['label_route']`` says which. ATAC cells get gene activity (gene body +
-    ``upstream`` bp, strand aware, :func:`~davae_study.data.gene_activity.gene_activity`) and no label.
-    ``atac_min_counts`` drops nuclei with fewer peak counts. Genes: those of both modalities.
+    optionally ``rna_labels``: a CSV ``barcode,cell_type``, the paper's label source exported from Seurat's
+    processed ``pbmc_10k_v3.rds`` (9,432 cells, 13 types) with
+    ``write.csv(data.frame(barcode = colnames(pbmc.rna), cell_type = pbmc.rna$celltype), ...)``; with
+    ``rna_labelled_only`` (default) only the cells the file labels are kept, as the authors did (their
+    RNA batch is the rds' 9,432 cells). Without it every RNA cell of the 10x file (11,769) is labelled by
+    :func:`annotate_by_markers` with ``markers`` (default :data:`PBMC_MARKERS`); ``uns['label_route']`` says
+    which. ATAC cells get gene activity (gene body + ``upstream`` bp, strand aware,
+    :func:`~davae_study.data.gene_activity.gene_activity`) and no label. ``atac_counts_above`` keeps nuclei
+    with strictly more peak counts than that (the authors: ``subset(pbmc.atac, subset = nCount_ATAC > 5000)``;
+    ``None`` keeps all). Genes: those of both modalities.
     """
     _need(paths, "rna", "atac", "gtf", reader="pbmc_rna_atac")
     expected = expected or {}
@@ -261,23 +312,34 @@ def pbmc_rna_atac(
         lab = pd.read_csv(paths["rna_labels"])
         if lab.shape[1] < 2:
             raise ValueError(f"{paths['rna_labels']}: expected columns barcode,cell_type")
-        lab = lab.set_index(lab.columns[0])[lab.columns[1]]
+        lab = lab.drop_duplicates(lab.columns[0]).set_index(lab.columns[0])[lab.columns[1]]
         rna.obs["cell_type"] = lab.reindex(rna.obs_names).to_numpy()
-        route = f"label file {Path(paths['rna_labels']).name} ({int(rna.obs['cell_type'].notna().sum())} cells matched)"
+        n_matched = int(rna.obs["cell_type"].notna().sum())
+        if n_matched == 0:
+            raise ValueError(f"{paths['rna_labels']}: none of its {len(lab)} barcodes (e.g. {lab.index[0]!r}) is a "
+                             f"cell of {paths['rna']} (e.g. {rna.obs_names[0]!r}); export colnames(pbmc.rna) as is")
+        route = (f"label file {Path(paths['rna_labels']).name} ({n_matched} of {rna.n_obs} cells labelled"
+                 f"{', only those kept' if rna_labelled_only else ''})")
     else:
         labels = annotate_by_markers(rna, markers or PBMC_MARKERS, resolution=marker_resolution)
         rna.obs["cell_type"] = labels.to_numpy()
         route = "marker-gene annotation of Leiden clusters (approximate; see docs/data.md)"
-    rows.append(shape_check(_categorical(rna, "cell_type"), "rna", {"rna": paths["rna"]}, expected.get("rna"),
+    rna_files = {"rna": paths["rna"], **({"rna_labels": paths["rna_labels"]} if "rna_labels" in paths else {})}
+    rows.append(shape_check(_categorical(rna, "cell_type"), "rna", rna_files, expected.get("rna"),
                             note=f"labels: {route}"))
+    if "rna_labels" in paths and rna_labelled_only:
+        rna = rna[rna.obs["cell_type"].notna().to_numpy()].copy()
 
     peaks = read_10x_h5(paths["atac"], feature_types=None)
-    if atac_min_counts:
-        peaks = peaks[np.asarray(peaks.X.sum(axis=1)).ravel() >= atac_min_counts].copy()
+    n_nuclei = peaks.n_obs
+    atac_note = ""
+    if atac_counts_above is not None:
+        peaks = peaks[np.asarray(peaks.X.sum(axis=1)).ravel() > atac_counts_above].copy()
+        atac_note = f"{peaks.n_obs} of {n_nuclei} nuclei with > {atac_counts_above} peak counts kept; "
     genes = read_gtf_genes(paths["gtf"], gene_biotypes=gene_biotypes, seq_levels=seq_levels)
     act, names, stats = gene_activity(peaks.X, peaks.var_names, genes, upstream=upstream)
     rows.append(shape_check(peaks, "atac", {"atac": paths["atac"], "gtf": paths["gtf"]}, expected.get("atac"),
-                            note=f"peaks in gene windows: {stats['frac_peaks_in_windows']:.1%}"))
+                            note=f"{atac_note}peaks in gene windows: {stats['frac_peaks_in_windows']:.1%}"))
     atac = ad.AnnData(X=act, obs=pd.DataFrame(index=peaks.obs_names), var=pd.DataFrame(index=names))
     atac.obs["cell_type"] = np.nan
     rna.obs["modality"] = rna.obs["batch"] = "RNA"
@@ -299,13 +361,18 @@ def _read_visium(h5: str, spatial: str, library_id: str) -> tuple[ad.AnnData, di
     return a, sp["uns"]
 
 
+#: ``cell_subclass`` values of Tasic 2018's GEO metadata that are not cell types; public pipelines on this table
+#: drop them (and rows with an empty subclass): see docs/data.md, "Allen reference".
+TASIC_NON_CELL_LABELS = ("Low Quality", "No Class", "Batch Grouping", "Doublet", "High Intronic")
+
+
 @_with_expected
 def visium_mouse_brain(
     paths: Mapping[str, str],
     *,
     expected: Mapping[str, Mapping] | None = None,
     label_column: str = "cell_subclass",
-    drop_labels: Sequence[str] = ("Low Quality", "No Class"),
+    drop_labels: Sequence[str] = TASIC_NON_CELL_LABELS,
     include_reference: bool = True,
 ) -> ad.AnnData:
     """Visium mouse brain (sagittal anterior + posterior) with the Allen cortex (Tasic 2018) reference.
@@ -314,8 +381,8 @@ def visium_mouse_brain(
     ``posterior_spatial`` (``*_spatial.tar.gz`` or unpacked folders), ``reference`` (GEO GSE115746
     ``cells_exon_counts.csv.gz``, genes x cells) and ``reference_metadata`` (``complete_metadata_*.csv.gz``,
     ``sample_name`` plus ``label_column``). Spots get ``obsm['spatial']``, ``role='query'``, batch = section;
-    reference cells ``role='reference'``, their ``label_column`` as ``cell_type`` (rows in ``drop_labels`` are
-    dropped) and NaN coordinates. ``uns['spatial']`` holds both sections' images and scale factors.
+    reference cells ``role='reference'``, their ``label_column`` as ``cell_type`` (rows in ``drop_labels``, with
+    an empty label or absent from the metadata are dropped: :data:`TASIC_NON_CELL_LABELS`) and NaN coordinates. ``uns['spatial']`` holds both sections' images and scale factors.
     """
     _need(paths, "anterior", "posterior", "anterior_spatial", "posterior_spatial", reader="visium_mouse_brain")
     expected = expected or {}
@@ -336,13 +403,17 @@ def visium_mouse_brain(
             raise ValueError(f"{paths['reference_metadata']} has no column {label_column!r}; pick label_column from "
                              f"{list(meta.columns)[:30]}")
         lab = meta.drop_duplicates(key).set_index(key)[label_column].reindex(ref.obs_names)
-        ref = ref[lab.notna().to_numpy() & ~lab.isin(list(drop_labels)).to_numpy()].copy()
-        ref.obs["cell_type"] = lab.reindex(ref.obs_names).astype(str).to_numpy()
+        lab = lab.astype("string").str.strip()
+        n_table = ref.n_obs
+        keep = (lab.notna() & (lab != "") & ~lab.isin(list(drop_labels))).to_numpy(dtype=bool)
+        ref = ref[keep].copy()
+        ref.obs["cell_type"] = lab[keep].astype(str).to_numpy()
         ref.obs["batch"], ref.obs["role"], ref.obs["modality"] = "reference", "reference", "scRNA"
         ref.obsm["spatial"] = np.full((ref.n_obs, 2), np.nan)
         rows.append(shape_check(_categorical(ref, "cell_type"), "reference",
                                 {"reference": paths["reference"], "reference_metadata": paths["reference_metadata"]},
-                                expected.get("reference")))
+                                expected.get("reference"),
+                                note=f"{ref.n_obs} of the table's {n_table} cells kept (non-cell classes dropped)"))
         parts["reference"] = ref
     out = _concat(parts)
     out.obsm["spatial"] = np.vstack([p.obsm["spatial"] for p in parts.values()])
