@@ -401,11 +401,17 @@ _CONDA_TO_PIP = {"pytorch": "torch", "python-igraph": "igraph", "matplotlib-base
 _NOT_IN_LOCK = {"python", "pip", "cuda-version"}
 
 
+def _canon(name: str) -> str:
+    """Package names compared as pip does (PEP 503): case, '-', '_' and '.' do not matter
+    (the lock has pip freeze's ml_collections, conda-forge calls it ml-collections)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 @pytest.mark.parametrize("name", ["prepare", "methods", "methods-cuda", "evaluate", "figures"])
 def test_conda_envs_pin_the_locked_versions(name):
     lock = dict(line.split("==", 1) for line in (REPO / "envs/requirements.lock").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))
-    lock = {k.lower(): v for k, v in lock.items()}
+    lock = {_canon(k): v for k, v in lock.items()}
     env = yaml.safe_load((REPO / "envs" / f"{name}.yaml").read_text())
     assert env["channels"][0] == "conda-forge"
     pinned = 0
@@ -419,7 +425,7 @@ def test_conda_envs_pin_the_locked_versions(name):
                 pkg, version = (spec.split("=") + [""])[:2]
             if pkg in _NOT_IN_LOCK:
                 continue
-            pip_name = _CONDA_TO_PIP.get(pkg, pkg).lower()
+            pip_name = _canon(_CONDA_TO_PIP.get(pkg, pkg))
             assert pip_name in lock, f"{name}.yaml: {pkg} is not in envs/requirements.lock"
             assert version == lock[pip_name], f"{name}.yaml: {pkg}={version}, lock has {lock[pip_name]}"
             pinned += 1
