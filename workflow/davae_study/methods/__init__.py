@@ -154,7 +154,7 @@ def _versions(module) -> dict[str, str]:
     """Versions of the libraries a result depends on (the method's own top-level package included)."""
     out = {"python": platform.python_version()}
     top = module.__name__.split(".")[0]
-    for pkg in ("numpy", "scanpy", "anndata", "torch", "davae-study", "scanorama", "harmonypy", top):
+    for pkg in ("numpy", "scanpy", "anndata", "torch", "davae-study", "scanorama", "harmonypy", "scvi-tools", "lightning", top):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
