@@ -1,7 +1,7 @@
 """Runtime and peak memory of the integration methods from 1k to 50k real cells.
 
 Checks the paper's claim that the deep models (DAVAE, DESC) scale better with the number of cells than
-Scanorama. Cells of a real data set are resampled with replacement to each size, and every resampled cell's
+Scanorama, and times scVI (scvi-tools, its default epochs) beside DAVAE at the same sizes. Cells of a real data set are resampled with replacement to each size, and every resampled cell's
 counts are binomially thinned (keep probability ``--thin``) so that no two cells are identical; then the
 usual preparation (normalize_total 1e4, log1p, batch-aware top-2000 HVGs, CSR) and each method in a fresh
 child process (so that peak RSS and one-off JIT/import costs are per run, as in the Snakemake jobs).
@@ -11,10 +11,10 @@ A method that takes longer than ``--timeout`` seconds at one size is not run at 
 Usage (from the repository root)::
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/methods_scaling.py \\
-        --sizes 1000 2000 5000 10000 20000 50000 --methods scanorama harmony desc davae pca
+        --sizes 1000 2000 5000 10000 20000 50000 --methods scanorama harmony desc davae scvi pca
 
 Writes ``benchmarks/results/methods_scaling.tsv`` (columns ``method, n_cells, n_genes, wall_s, peak_rss_mb,
-status, note``) and prints it with the time ratio of each method to Scanorama at the same size.
+status, note``) and prints it with the time ratio of each method to Scanorama and to DAVAE at the same size.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="raw-count .h5ad with obs['batch']")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000, 10000, 20000, 50000])
-    ap.add_argument("--methods", nargs="+", default=["scanorama", "harmony", "desc"])
+    ap.add_argument("--methods", nargs="+", default=["scanorama", "harmony", "desc", "davae", "scvi"])
     ap.add_argument("--params", type=str, default="{}",
                     help="JSON {method: {param: value}} overriding defaults, "
                          'e.g. \'{"desc": {"pretrain_epochs": 100}}\'')
@@ -151,8 +151,9 @@ def main() -> None:
         path.unlink()
 
     table = pd.DataFrame(rows)
-    ref = table[table["method"] == "scanorama"].set_index("n_cells")["wall_s"]
-    table["time_vs_scanorama"] = table["wall_s"] / table["n_cells"].map(ref)
+    for reference in ("scanorama", "davae"):
+        ref = table[table["method"] == reference].set_index("n_cells")["wall_s"]
+        table[f"time_vs_{reference}"] = table["wall_s"] / table["n_cells"].map(ref)
     write_tsv(table, args.out)
     print()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))

@@ -5,7 +5,7 @@ Also measures ``prepare`` on resampled *raw* inputs (all genes) against the size
 check behind the memory-aware pipeline of docs/scaling.md.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/scaling_offline.py --sizes 10000 20000 50000 \
-        --methods davae scanorama desc --prepare-sizes 100000
+        --methods davae scvi scanorama desc --prepare-sizes 100000
 
 ``--params '{"davae": {"epochs": 1, "min_steps": 0, "corrected": false}}'`` overrides method params (merged
 over the defaults below). ``--davae-steps`` also runs the DAVAE model step by step on each size (read, ``fit``,
@@ -39,6 +39,7 @@ PARAMS = {
     "desc": {"pretrain_epochs": 30, "max_rounds": 20, "progress": False, "init_max_cells": 4000},
     "scanorama": {},
     "harmony": {},
+    "scvi": {"n_latent": 10},  # scvi-tools' defaults (max_epochs: its heuristic, 400 up to 20k cells)
 }
 
 
@@ -60,6 +61,8 @@ def child_method(path: str, method: str, threads: int, params: dict | None = Non
     import_method(f"davae_study.methods.{method}")
     if method.startswith("davae"):
         import davae  # noqa: F401 - imported lazily by the wrapper
+    elif method == "scvi":
+        import scvi  # noqa: F401 - scvi-tools and Lightning (~0.3 GB), imported lazily by the wrapper
     base = peak_rss_mb()
     adata = ad.read_h5ad(path)
     loaded = peak_rss_mb()
@@ -67,10 +70,20 @@ def child_method(path: str, method: str, threads: int, params: dict | None = Non
     params = {**PARAMS.get(method, {}), **(params or {})}
     res = run_method(method, adata, params=params, seed=0, device="auto", on_error="raise")
     wall = time.perf_counter() - t
+    epochs = _epochs_trained(res.uns.get("method_outputs") or {})
     return {"method": method, "n_cells": adata.n_obs, "wall_s": wall, "peak_rss_mb": peak_rss_mb(),
+            "epochs": epochs, "cell_epochs_per_s": adata.n_obs * epochs / wall if epochs else None,
             "rss_after_imports_mb": base, "rss_after_read_mb": loaded, "input_X_mb": _x_bytes(adata.X) / 2**20,
             "device": res.uns["method"]["device"], "params": params,
             "corrected_mb": res.layers["corrected"].nbytes / 2**20 if "corrected" in res.layers else 0.0}
+
+
+def _epochs_trained(outputs: dict) -> int | None:
+    """Epochs a deep method trained (scVI: its record; DAVAE: the length of its per-epoch history)."""
+    if "scvi" in outputs:
+        return int(outputs["scvi"]["epochs_trained"])
+    history = (outputs.get("davae") or {}).get("history") or {}
+    return len(next(iter(history.values()))) if history else None
 
 
 def child_davae_steps(path: str, threads: int, overrides: dict | None = None) -> dict:
@@ -115,6 +128,19 @@ def child_prepare(path: str) -> dict:
             "peak_rss_mb": peak_rss_mb(), "out_shape": list(out.shape)}
 
 
+def time_ratios(table, reference: str = "davae"):
+    """Mean wall time of each method over ``reference``'s at the same size (rows: cells, columns: methods),
+    and their wall times; None when ``reference`` was not run."""
+    import pandas as pd
+
+    ok = table[table["error"].isna()] if "error" in table else table
+    if reference not in set(ok["method"]) or "wall_s" not in ok:
+        return None
+    wall = ok.pivot_table(index="n_cells", columns="method", values="wall_s", aggfunc="mean")
+    out = wall.div(wall[reference], axis=0).drop(columns=reference)
+    return pd.concat({"time / " + reference: out, "wall_s": wall}, axis=1)
+
+
 def _spawn(args: list[str], threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
@@ -127,7 +153,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", default=str(DEFAULT_SOURCE), help="raw-count .h5ad with obs['batch']")
     ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 20_000, 50_000])
-    ap.add_argument("--methods", nargs="*", default=["davae", "scanorama", "desc"])
+    ap.add_argument("--methods", nargs="*", default=["davae", "scvi", "scanorama", "desc"])
     ap.add_argument("--prepare-sizes", type=int, nargs="*", default=[], help="raw resampled sizes for prepare")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
@@ -179,10 +205,14 @@ def main() -> None:
                 rows.append(r)
     if rows:
         table = pd.DataFrame(rows)
-        cols = [c for c in ("method", "n_cells", "repeat", "wall_s", "peak_rss_mb", "rss_after_read_mb",
-                            "input_X_mb", "device", "error") if c in table]
+        cols = [c for c in ("method", "n_cells", "repeat", "wall_s", "epochs", "cell_epochs_per_s", "peak_rss_mb",
+                            "rss_after_read_mb", "input_X_mb", "device", "error") if c in table]
         print("\nmethods (fresh process per run; peak RSS includes the interpreter and imports):")
         print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+        ratios = time_ratios(table)
+        if ratios is not None:
+            print("\nwall time relative to DAVAE at the same size (mean over repeats):")
+            print(ratios.to_string(float_format=lambda v: f"{v:.2f}"))
         ok = table[table.get("error", pd.Series(index=table.index, dtype=object)).isna()] if "error" in table else table
         g = growth_table(ok.rename(columns={"wall_s": "s", "peak_rss_mb": "max_rss"}))
         print("\ngrowth exponents (quantity ∝ cells^b):")
