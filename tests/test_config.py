@@ -53,3 +53,19 @@ def test_method_params_merge():
     cfg["applications"]["samples"]["method_params"] = {"davae": {"epochs": 3}}
     params = merged_method_params(cfg, "samples", "davae")
     assert params["epochs"] == 3 and params["preset"] == "default"
+
+
+def test_scvi_runs_beside_davae_in_every_application_and_on_the_gpu():
+    """scVI is a method of every shipped application, asks for what DAVAE asks for (a GPU on a cluster),
+    and is timed beside DAVAE in both scaling benchmarks."""
+    for name in ("config.yaml", "demo.yaml"):
+        cfg = _load(name)
+        for app, entry in cfg["applications"].items():
+            assert "scvi" in entry["methods"], f"{name}: {app}"
+        assert cfg["methods"]["scvi"]["module"] == "davae_study.methods.scvi"
+        assert cfg["methods"]["scvi"]["label"] == "scVI"
+    paper = _load("config.yaml")
+    assert paper["methods"]["scvi"]["resources"] == paper["methods"]["davae"]["resources"]
+    assert paper["methods"]["scvi"]["resources"]["gpu"] == 1
+    for name in ("config.yaml", "scaling_offline.yaml"):
+        assert {"davae", "scvi"} <= set(_load(name)["scaling"]["methods"]), name

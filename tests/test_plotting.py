@@ -148,6 +148,10 @@ def test_method_colours_fixed_by_name_and_aliases():
     assert order_methods(["harmony", "desc", "zeta", "davae", "pca", "scanorama", "davae_released"]) == [
         "pca", "davae", "davae_released", "scanorama", "desc", "harmony", "zeta"]
     assert method_color("davae_released") not in colours
+    # scVI, a method of every shipped application: its own label and colour, after the paper's methods
+    assert method_label("scvi") == "scVI" and method_color("scVI") == method_color("scvi")
+    assert method_color("scvi") not in colours + [method_color("davae_released")]
+    assert order_methods(["scvi", "zeta", "harmony", "davae"]) == ["davae", "harmony", "scvi", "zeta"]
 
 
 def test_config_labels_override_builtin_labels():

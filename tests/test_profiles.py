@@ -109,7 +109,7 @@ applications:
   ifnb:
     input: {reader: h5ad, files: {counts: data/ifnb1k.h5ad}}
     prepare: {n_top_genes: 300}
-    methods: [pca, davae, desc]
+    methods: [pca, davae, desc, scvi]
 methods:
   pca:
     module: davae_study.methods.pca
@@ -126,6 +126,11 @@ methods:
     params: {pretrain_epochs: 2, max_rounds: 2, progress: false}
     threads: 2
     resources: {mem_mb: 2500, runtime: 20, gpu: 1}
+  scvi:
+    module: davae_study.methods.scvi
+    params: {max_epochs: 1, corrected: false}
+    threads: 2
+    resources: {mem_mb: 3500, runtime: 25, gpu: 1, slurm_partition: gpu}
 metrics: {enabled: [asw_batch]}
 """
 
@@ -237,7 +242,7 @@ def test_slurm_profile_runs_the_study_through_sbatch(slurm_run):
 @pytest.mark.slow
 def test_integrate_requests_from_the_method_table(slurm_run):
     _, _, subs, sruns = slurm_run
-    for method, mem, runtime, threads in [("davae", 3000, 30, 2), ("desc", 2500, 20, 2)]:
+    for method, mem, runtime, threads in [("davae", 3000, 30, 2), ("desc", 2500, 20, 2), ("scvi", 3500, 25, 2)]:
         (s,) = _by_rule(subs, "integrate", "ifnb", method)
         o = s["opts"]
         assert int(o["--mem"]) == mem and int(o["-t"]) == runtime
@@ -253,13 +258,14 @@ def test_integrate_requests_from_the_method_table(slurm_run):
 
 @pytest.mark.slow
 def test_method_partition_reaches_sbatch(slurm_run):
-    """methods.davae.resources.slurm_partition: gpu → `-p gpu`. The shipped profile names no default
+    """methods.davae (and .scvi).resources.slurm_partition: gpu → `-p gpu`. The shipped profile names no default
     partition, so methods without one (DESC, also a GPU method, and PCA) and the other rules have no
     slurm_partition and go to the cluster's default partition, which the plugin reads from `sinfo` (the
     fake marks `cpu*`)."""
     _, _, subs, _ = slurm_run
-    (davae,) = _by_rule(subs, "integrate", "ifnb", "davae")
-    assert davae["opts"]["-p"] == "gpu" and "--partition" not in davae["opts"]
+    for method in ("davae", "scvi"):  # both GPU methods that name the gpu partition
+        (job,) = _by_rule(subs, "integrate", "ifnb", method)
+        assert job["opts"]["-p"] == "gpu" and "--partition" not in job["opts"]
     others = _by_rule(subs, "integrate", "ifnb", "desc") + _by_rule(subs, "integrate", "ifnb", "pca")
     others += _by_rule(subs, "prepare") + _by_rule(subs, "evaluate")
     assert len(others) >= 5
