@@ -154,7 +154,8 @@ def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", n_latent: int
             library_size = float(target) if isinstance(target, (int, float)) else 1e4
             expr = model.get_normalized_expression(library_size=library_size, transform_batch=tb,
                                                    batch_size=int(batch_size) * 8, return_numpy=True)
-            out.layers["corrected"] = np.log1p(np.asarray(expr, dtype=np.float32))
+            expr = np.asarray(expr, dtype=np.float32)
+            out.layers["corrected"] = np.log1p(expr, out=expr)  # in place: a dense cells x genes matrix
 
     history = model.history.get("elbo_train")
     out.uns["scvi"] = {
