@@ -55,6 +55,15 @@ def check_config(config: Mapping[str, Any], schema: Mapping[str, Any] | str | Pa
         for m in (spec.get("method_params") or {}):
             if m not in spec.get("methods", []):
                 raise ConfigError(f"config error at applications.{app}.method_params.{m}: {m!r} is not in applications.{app}.methods")
+    verdicts = config.get("verdicts") or {}
+    for m in verdicts.get("judge") or []:
+        if m not in methods:
+            raise ConfigError(f"config error at verdicts.judge: {m!r} has no entry under methods: "
+                              f"(known: {', '.join(sorted(methods))}); add methods.{m} or remove it")
+    for paper_app, app in (verdicts.get("analogs") or {}).items():
+        if app not in config.get("applications", {}):
+            raise ConfigError(f"config error at verdicts.analogs.{paper_app}: {app!r} is not an application of "
+                              f"this config; name one of {', '.join(config.get('applications', {}))} (see config/README.md)")
 
 
 def merged_method_params(config: Mapping[str, Any], app: str, method: str) -> dict[str, Any]:
