@@ -260,7 +260,8 @@ def test_scaling_rows_every_size_faster():
     bench = pd.DataFrame({"method": ["davae", "davae", "scanorama", "scanorama"], "n_cells": [1000, 2000] * 2,
                           "repeat": 0, "s": [5.0, 9.0, 20.0, 8.0], "max_rss": [100.0] * 4,
                           "method_wall_s": [4.0, 8.0, 19.0, 7.5], "method_status": ["ok"] * 4})
-    growth = pd.DataFrame({"method": ["davae"], "quantity": ["s"], "exponent": [0.85], "n_sizes": [2]})
+    growth = pd.DataFrame({"method": ["davae", "davae", "scanorama"], "quantity": ["s", "method_wall_s", "s"],
+                           "exponent": [1.5, 0.85, 2.0], "n_sizes": [2, 2, 2]})
     rows = scaling_rows(bench, growth, "hca@scaling")
     tidy = pd.DataFrame(rows)
     assert set(tidy["group"]) == {"cells=1000", "cells=2000", "all"}
@@ -272,8 +273,12 @@ def test_scaling_rows_every_size_faster():
     row = judge_claims([c], ctx).iloc[0]
     # method_wall_s is used (the method itself): 8.0 vs 7.5 at 2000 cells → not faster at every size
     assert row["verdict"] == NOT_SUPPORTED and "cells=2000" in row["evidence"] and "holds in 1 of 2" in row["evidence"]
+    # the exponent of the method's own time (0.85) where recorded, else of the job's (scanorama: 2.0)
     g = dict(c, id="g", source="scaling_growth", against=[], per=[], threshold=1.2, metrics=["runtime_exponent"])
-    assert judge_claims([g], ctx).iloc[0]["verdict"] == SUPPORTED
+    row = judge_claims([g], ctx).iloc[0]
+    assert row["verdict"] == SUPPORTED and "davae 0.850 vs threshold 1.200" in row["evidence"]
+    ctx.judge = ["scanorama"]
+    assert judge_claims([g], ctx).iloc[0]["verdict"] == NOT_SUPPORTED
 
 
 # ---- spatial proxies -----------------------------------------------------------------------------------------
@@ -358,14 +363,25 @@ def test_write_verdicts_end_to_end_and_markdown(tmp_path):
         {"id": "atac", "figure": "Fig 4", "application": "rna_atac", "claim": "modalities mix",
          "compare": "better_than", "against": ["pca"], "metrics": ["ilisi"]},
     ]
+    # Fig 5 proxy from clusters tables: layered clusters for davae, scattered for pca, a failed davae_released
+    clusters = {}
+    for m, fn in [("davae", lambda x, y: y // 3), ("pca", lambda x, y: np.random.default_rng(2).integers(0, 4, x.size))]:
+        path = tmp_path / f"{m}.clusters.tsv"
+        grid_clusters(fn).assign(x=lambda d: d["x"].where(d.index != 0)).to_csv(path, sep="\t", index=False)  # one spot without xy
+        clusters[m] = str(path)
+    (tmp_path / "released.clusters.tsv").write_text("cell\tbatch\tcluster\tx\ty\tresolution\n")
+    clusters["davae_released"] = str(tmp_path / "released.clusters.tsv")
+    claims.append({"id": "layers", "figure": "Fig 5", "application": "dendritic", "claim": "layers",
+                   "compare": "better_than", "source": "spatial", "against": ["pca"], "metrics": ["cluster_morans_i"]})
     out = tmp_path / "verdicts.tsv"
     table = write_verdicts(out, claims=claims, metrics={"samples": str(metrics)}, repeats={"samples": [str(rep_path)]},
+                           clusters={"samples": clusters},
                            app_methods={"samples": ["pca", "scanorama", "desc", "davae", "davae_released"]},
                            known_methods=["pca", "scanorama", "desc", "davae", "davae_released"],
                            settings={"analogs": {"dendritic": "samples"},
                                      "unavailable": {"rna_atac": "no RNA + ATAC data here"}})
     back = pd.read_csv(out, sep="\t", keep_default_na=False)
-    assert list(back.columns) == VERDICT_COLUMNS and len(back) == 6
+    assert list(back.columns) == VERDICT_COLUMNS and len(back) == 8
     v = table.set_index(["claim_id", "method"])
     assert v.loc[("top2", "davae"), "verdict"] == NOT_SUPPORTED  # DESC failed: it cannot be in the top two
     assert v.loc[("sig", "davae"), "verdict"] == SUPPORTED
@@ -373,7 +389,9 @@ def test_write_verdicts_end_to_end_and_markdown(tmp_path):
     assert "Wilcoxon p=" in v.loc[("sig", "davae"), "evidence"]
     assert v.loc[("atac", "davae"), "verdict"] == NOT_TESTABLE and v.loc[("atac", "davae"), "reason"] == "no RNA + ATAC data here"
     assert (table.loc[table["claim_id"] != "atac", "application"] == "samples (analog on embedded data)").all()
+    assert v.loc[("layers", "davae"), "verdict"] == SUPPORTED and "cluster_morans_i" in v.loc[("layers", "davae"), "evidence"]
+    assert v.loc[("layers", "davae_released"), "verdict"] == NOT_SUPPORTED  # header-only table: the method failed
     md = markdown_table(back)
     lines = md.splitlines()
     assert lines[0].startswith("| figure | claim | application | davae_released | davae |")
-    assert len(lines) == 2 + 3 and all(line.count(" | ") == lines[0].count(" | ") for line in lines[2:])
+    assert len(lines) == 2 + 4 and all(line.count(" | ") == lines[0].count(" | ") for line in lines[2:])

@@ -513,7 +513,8 @@ def spatial_rows(clusters: pd.DataFrame, application: str, method: str) -> list[
 def scaling_rows(bench: pd.DataFrame, growth: pd.DataFrame | None, application: str) -> list[dict]:
     """Tidy rows of the scaling benchmark: ``runtime_s`` and ``peak_rss_mb`` per ``cells=N`` (mean over
     repeats; the method's own ``method_wall_s`` / ``method_peak_rss_mb`` where recorded, else the job's ``s`` /
-    ``max_rss``; NaN for a failed run) and ``runtime_exponent`` (``growth.tsv``, quantity ``s``)."""
+    ``max_rss``; NaN for a failed run) and ``runtime_exponent`` (``growth.tsv``: the exponent of
+    ``method_wall_s`` where recorded, else of ``s``)."""
     rows = []
     for (method, n_cells), sub in bench.groupby(["method", "n_cells"], sort=True):
         failed = "method_status" in sub and (sub["method_status"].astype(str) == "failed").any()
@@ -524,10 +525,14 @@ def scaling_rows(bench: pd.DataFrame, growth: pd.DataFrame | None, application: 
                          "group": f"cells={int(n_cells)}", "value": value, "n": int(n_cells),
                          "note": "method failed: scaling run failed" if failed else f"{col}, mean of {len(sub)} repeats"})
     if growth is not None:
-        for r in growth[growth["quantity"] == "s"].itertuples():
-            rows.append({"application": application, "method": r.method, "metric": "runtime_exponent", "group": "all",
-                         "value": float(r.exponent), "n": int(r.n_sizes),
-                         "note": f"run time ∝ cells^b over {r.n_sizes} sizes"})
+        for method, sub in growth.groupby("method", sort=True):
+            # the method's own time where recorded (as runtime_s), else the job's
+            own = sub[sub["quantity"] == "method_wall_s"]
+            pick = own if len(own) and own["exponent"].notna().all() else sub[sub["quantity"] == "s"]
+            for r in pick.itertuples():
+                rows.append({"application": application, "method": method, "metric": "runtime_exponent",
+                             "group": "all", "value": float(r.exponent), "n": int(r.n_sizes),
+                             "note": f"{r.quantity} ∝ cells^b over {r.n_sizes} sizes"})
     return rows
 
 
@@ -604,7 +609,8 @@ def write_verdicts(
     extra: list[dict] = []
     for app, per_method in (clusters or {}).items():
         for method, path in per_method.items():
-            extra += spatial_rows(read_tidy(path), app, method)
+            table = pd.read_csv(path, sep="\t", dtype={"cell": str, "batch": str, "cluster": str})
+            extra += spatial_rows(table, app, method)
     methods = {a: list(ms) for a, ms in app_methods.items()}
     scaling_reason = settings.get("scaling_reason", "")
     if scaling and scaling_source:
