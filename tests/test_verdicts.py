@@ -47,7 +47,7 @@ def test_best_strict_win_and_evidence_ranks_all():
 
 def test_best_tie_counts_against_the_claim():
     o = compare_best(field({"davae": 1.0, "pca": 0.4, "scanorama": 1.0}), "davae", ["pca", "scanorama"])
-    assert o.verdict == NOT_SUPPORTED and "tied" in o.reason and "scanorama" in o.reason
+    assert o.verdict == NOT_SUPPORTED and "(tied: scanorama)" in o.reason
     # a tolerance widens the tie
     o = compare_best(field({"davae": 0.81, "scanorama": 0.80}), "davae", ["scanorama"], tol=0.02)
     assert o.verdict == NOT_SUPPORTED and "tied within 0.020" in o.reason
@@ -191,6 +191,7 @@ def test_every_size_per_type_names_the_failing_group_and_skips_empty_ones():
     assert row["verdict"] == NOT_SUPPORTED
     assert "holds in 3 of 4 groups" in row["evidence"] and "A|kbet@10%" in row["evidence"]
     assert "skipped" in row["reason"] and "C|kbet@5%" in row["reason"]
+    assert "does not hold in 1 of 4: A|kbet@10%" in row["reason"]
     t[("davae", "A|kbet@10%")] = 0.9
     ctx = context(tidy_rows("app", "kbet_acceptance", t), {"app": ["davae", "harmony"]})
     assert judge_claims([claim(compare="best", metrics=["kbet_acceptance"], per=["cell_type", "size"])],

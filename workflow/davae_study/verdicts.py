@@ -111,6 +111,7 @@ class Outcome:
     verdict: str
     evidence: str = ""
     reason: str = ""
+    group: str = "all"
 
 
 def combine(parts: Sequence[Outcome], sep: str = "; ") -> Outcome:
@@ -125,14 +126,24 @@ def combine(parts: Sequence[Outcome], sep: str = "; ") -> Outcome:
 
 
 def fmt(v: float) -> str:
+    """A metric value: 3 decimals (whole numbers from 100 on, e.g. seconds); NA for NaN."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "NA"
     v = float(v)
     if abs(v) >= 100:
         return f"{v:.0f}"
-    if v != 0 and abs(v) < 0.001:
-        return f"{v:.1e}"
-    return f"{v:.3f}"
+    return f"{v:.3f}".replace("-0.000", "0.000")
+
+
+def fmt_p(p: float) -> str:
+    """A p-value: two significant digits (1.9e-06, 0.041)."""
+    return "NA" if p is None or math.isnan(p) else f"{p:.2g}"
+
+
+def _tie_text(ties: Sequence[str], tol: float) -> str:
+    if not ties:
+        return ""
+    return f" (tied: {', '.join(ties)})" if tol == 0 else f" (tied within {fmt(tol)}: {', '.join(ties)})"
 
 
 def _failed(note: str) -> bool:
@@ -200,8 +211,7 @@ def compare_best(f: Field, subject: str, others: Sequence[str], tol: float = 0.0
     if not beaten_by:
         return Outcome(SUPPORTED, evidence, dropped)
     ties = [m for m in beaten_by if abs(f.values[m] - v) <= tol]
-    why = f"not best: {', '.join(beaten_by)} at least as good" + (
-        f" (tied within {fmt(tol)}: {', '.join(ties)})" if ties else "")
+    why = f"not best: {', '.join(beaten_by)} at least as good" + _tie_text(ties, tol)
     return Outcome(NOT_SUPPORTED, evidence, "; ".join(filter(None, [why, dropped])))
 
 
@@ -231,8 +241,7 @@ def compare_top_k(f: Field, subject: str, others: Sequence[str], with_: Sequence
     if not intruders:
         return Outcome(SUPPORTED, evidence, dropped)
     ties = [m for m in intruders if abs(f.values[m] - weakest) <= tol]
-    why = f"{', '.join(intruders)} at least as good as {'/'.join(group)}" + (
-        f" (tied within {fmt(tol)}: {', '.join(ties)})" if ties else "")
+    why = f"{', '.join(intruders)} at least as good as {'/'.join(group)}" + _tie_text(ties, tol)
     return Outcome(NOT_SUPPORTED, evidence, "; ".join(filter(None, [why, dropped])))
 
 
@@ -284,7 +293,7 @@ def compare_better(f: Field, subject: str, against: Sequence[str], *, tol: float
             continue
         if test == "wilcoxon":
             p, n, note = wilcoxon_greater((repeats or {}).get(subject, {}), (repeats or {}).get(m, {}), f.lower)
-            ev = f"{subject} {fmt(v)} vs {m} {fmt(w)}, one-sided Wilcoxon p={fmt(p)} (n={n} paired repeats)"
+            ev = f"{subject} {fmt(v)} vs {m} {fmt(w)}, one-sided Wilcoxon p={fmt_p(p)} (n={n} paired repeats)"
             if n == 0:
                 parts.append(Outcome(NOT_TESTABLE, ev, f"no per-repeat values for {subject} and {m}"))
             elif p < alpha:
@@ -430,6 +439,7 @@ def judge_one(claim: Mapping[str, Any], subject: str, ctx: Context) -> tuple[str
                 skipped.append(g)
                 continue
             o = _compare(claim, f, subject, others, unknown, ctx, table_app, metric, g)
+            o.group = g
             o.evidence = o.evidence if g == "all" else f"{g}: {o.evidence}"
             sub_parts.append(o)
         if skipped and len(skipped) == len(groups):
@@ -468,8 +478,12 @@ def _summarise_groups(parts: list[Outcome], groups: Sequence[str], skipped: Sequ
         out.evidence = f"holds in {held} of {len(judged)} groups; " + " | ".join(p.evidence for p in shown[:4] if p.evidence)
         if len(shown) > 4:
             out.evidence += f" | … {len(shown) - 4} more"
-        shown_reasons = failing[:4] if failing else parts
-        out.reason = "; ".join(dict.fromkeys(p.reason for p in shown_reasons if p.reason))
+        if failing:
+            tied = [p.group for p in failing if "(tied" in p.reason]
+            out.reason = f"does not hold in {len(failing)} of {len(judged)}: {', '.join(p.group for p in failing)}" + (
+                f" (ties in {', '.join(tied)})" if tied else "")
+        else:  # every group held: keep what was left out (failed methods), once
+            out.reason = "; ".join(dict.fromkeys(p.reason for p in parts if p.reason))
     if skipped and len(skipped) < len(groups):
         out.reason = "; ".join(filter(None, [out.reason, f"skipped (no method has a value): {', '.join(skipped)}"]))
     return out
