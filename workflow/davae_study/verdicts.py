@@ -655,7 +655,7 @@ def markdown_table(table: pd.DataFrame, max_evidence: int = 160) -> str:
     """``verdicts.tsv`` as a markdown table: one row per claim, one verdict column per judged method, and the
     evidence / reason of the last judged method (the study's DAVAE) shortened to ``max_evidence`` characters."""
     methods = list(dict.fromkeys(table["method"]))
-    lines = ["| figure | claim | application | " + " | ".join(methods) + " | evidence (" + methods[-1] + ") |",
+    lines = ["| figure | claim | application | " + " | ".join(methods) + " | evidence / reason (" + methods[-1] + ") |",
              "|---|---|---|" + "---|" * len(methods) + "---|"]
     for cid, sub in table.groupby("claim_id", sort=False):
         first = sub.iloc[0]
