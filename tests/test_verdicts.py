@@ -237,6 +237,14 @@ def test_metric_alternatives_and_absent_metrics():
     assert row["verdict"] == SUPPORTED and row["evidence"].startswith("clisi:") and "proxy: separation" in row["reason"]
     row = judge_claims([claim(compare="best", metrics=[["knn_purity", "clisi"], "asw_batch"])], ctx).iloc[0]
     assert row["verdict"] == NOT_TESTABLE and "asw_batch not in the metrics table" in row["reason"]
+    # several metrics: each reason names its metric
+    rows3 = rows + tidy_rows("app", "asw_batch", {("davae", "all"): 0.1, ("pca", "all"): 0.5})
+    row = judge_claims([claim(compare="best", metrics=["clisi", "asw_batch"])], context(rows3, {"app": ["davae", "pca"]})).iloc[0]
+    assert row["verdict"] == NOT_SUPPORTED and row["reason"] == "asw_batch: not best: pca at least as good"
+    # a metric undefined for every method: not testable, with the metric's note
+    rows4 = tidy_rows("app", "cluster_slice_mixing", {("davae", "all"): np.nan, ("pca", "all"): np.nan})
+    row = judge_claims([claim(compare="best", metrics=["cluster_slice_mixing"])], context(rows4, {"app": ["davae", "pca"]})).iloc[0]
+    assert row["verdict"] == NOT_TESTABLE and row["reason"] == "no method has a cluster_slice_mixing value (too few cells)"
     rows2 = rows + tidy_rows("app", "knn_purity", {("davae", "all"): 0.1, ("pca", "all"): 0.5})
     row = judge_claims([claim(compare="best", metrics=[["knn_purity", "clisi"]])], context(rows2, {"app": ["davae", "pca"]})).iloc[0]
     assert row["verdict"] == NOT_SUPPORTED and row["evidence"].startswith("knn_purity:")

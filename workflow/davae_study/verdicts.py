@@ -443,9 +443,14 @@ def judge_one(claim: Mapping[str, Any], subject: str, ctx: Context) -> tuple[str
             o.evidence = o.evidence if g == "all" else f"{g}: {o.evidence}"
             sub_parts.append(o)
         if skipped and len(skipped) == len(groups):
-            sub_parts.append(Outcome(NOT_TESTABLE, "", f"no method has a {metric} value in {', '.join(skipped)}"))
+            f = _field(ctx.tidy, table_app, metric, skipped[0], lower)
+            note = _short(f.notes.get(subject, "") or next((n for n in f.notes.values() if n), ""))
+            where = "" if skipped == ["all"] else f" in {', '.join(skipped)}"
+            sub_parts.append(Outcome(NOT_TESTABLE, "", f"no method has a {metric} value{where}" + (f" ({note})" if note else "")))
         out = _summarise_groups(sub_parts, groups, skipped)
         out.evidence = f"{metric}: {out.evidence}" if out.evidence else ""
+        if len(claim["metrics"]) > 1 and out.reason and out.verdict != SUPPORTED:
+            out.reason = f"{metric}: {out.reason}"
         parts.append(out)
     return shown, combine(parts)
 
