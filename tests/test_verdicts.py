@@ -381,7 +381,8 @@ def test_write_verdicts_end_to_end_and_markdown(tmp_path):
     (tmp_path / "released.clusters.tsv").write_text("cell\tbatch\tcluster\tx\ty\tresolution\n")
     clusters["davae_released"] = str(tmp_path / "released.clusters.tsv")
     claims.append({"id": "layers", "figure": "Fig 5", "application": "dendritic", "claim": "layers",
-                   "compare": "better_than", "source": "spatial", "against": ["pca"], "metrics": ["cluster_morans_i"]})
+                   "compare": "better_than", "source": "spatial", "against": ["pca"], "metrics": ["cluster_morans_i"],
+                   "proxy": "Moran's I of the clusters"})
     out = tmp_path / "verdicts.tsv"
     table = write_verdicts(out, claims=claims, metrics={"samples": str(metrics)}, repeats={"samples": [str(rep_path)]},
                            clusters={"samples": clusters},
@@ -403,4 +404,5 @@ def test_write_verdicts_end_to_end_and_markdown(tmp_path):
     md = markdown_table(back)
     lines = md.splitlines()
     assert lines[0].startswith("| figure | claim | application | davae_released | davae |")
+    assert "| layers (proxy) |" in md and "Moran's I of the clusters" not in md
     assert len(lines) == 2 + 4 and all(line.count(" | ") == lines[0].count(" | ") for line in lines[2:])

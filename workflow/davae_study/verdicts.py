@@ -449,7 +449,7 @@ def judge_one(claim: Mapping[str, Any], subject: str, ctx: Context) -> tuple[str
             sub_parts.append(Outcome(NOT_TESTABLE, "", f"no method has a {metric} value{where}" + (f" ({note})" if note else "")))
         out = _summarise_groups(sub_parts, groups, skipped)
         out.evidence = f"{metric}: {out.evidence}" if out.evidence else ""
-        if len(claim["metrics"]) > 1 and out.reason and out.verdict != SUPPORTED:
+        if len(claim["metrics"]) > 1 and out.reason and out.verdict == NOT_SUPPORTED:
             out.reason = f"{metric}: {out.reason}"
         parts.append(out)
     return shown, combine(parts)
@@ -656,9 +656,10 @@ def write_verdicts(
 # ----------------------------------------------------------------------------------------------------------
 # markdown for the README
 # ----------------------------------------------------------------------------------------------------------
-def markdown_table(table: pd.DataFrame, max_evidence: int = 160) -> str:
+def markdown_table(table: pd.DataFrame, max_evidence: int = 200) -> str:
     """``verdicts.tsv`` as a markdown table: one row per claim, one verdict column per judged method, and the
-    evidence / reason of the last judged method (the study's DAVAE) shortened to ``max_evidence`` characters."""
+    evidence / reason of the last judged method (the study's DAVAE) shortened to ``max_evidence`` characters.
+    A claim judged on a proxy is marked "(proxy)"; the proxy itself is in verdicts.tsv and docs/verdicts.md."""
     methods = list(dict.fromkeys(table["method"]))
     lines = ["| figure | claim | application | " + " | ".join(methods) + " | evidence / reason (" + methods[-1] + ") |",
              "|---|---|---|" + "---|" * len(methods) + "---|"]
@@ -667,12 +668,16 @@ def markdown_table(table: pd.DataFrame, max_evidence: int = 160) -> str:
         by = sub.set_index("method")
         last = by.loc[methods[-1]]
         ev = str(last["evidence"] or "")
-        if last["verdict"] != SUPPORTED and str(last["reason"] or ""):
-            ev = f"{ev} — {last['reason']}" if ev else str(last["reason"])
+        reasons = [r for r in str(last["reason"] or "").split("; ") if r]
+        proxy = any(r.startswith("proxy: ") for r in reasons)
+        reason = "; ".join(r for r in reasons if not r.startswith("proxy: "))
+        if last["verdict"] != SUPPORTED and reason:
+            ev = f"{ev} — {reason}" if ev else reason
         if len(ev) > max_evidence:
             ev = ev[: max_evidence - 1] + "…"
         cells = [str(by.loc[m, "verdict"]) if m in by.index else "" for m in methods]
-        esc = [c.replace("|", "\\|") for c in (first["figure"], first["claim"], first["application"], *cells, ev)]
+        text = f"{first['claim']} (proxy)" if proxy else str(first["claim"])
+        esc = [c.replace("|", "\\|") for c in (first["figure"], text, first["application"], *cells, ev)]
         lines.append("| " + " | ".join(esc) + " |")
     return "\n".join(lines)
 
@@ -683,7 +688,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m davae_study.verdicts",
                                  description="Print results/verdicts.tsv as a markdown table (README).")
     ap.add_argument("tsv", nargs="?", default="results/verdicts.tsv")
-    ap.add_argument("--max-evidence", type=int, default=160, help="characters of evidence per row")
+    ap.add_argument("--max-evidence", type=int, default=200, help="characters of evidence per row")
     args = ap.parse_args(argv)
     if not Path(args.tsv).is_file():
         ap.error(f"{args.tsv} not found; run the workflow first (make demo)")
