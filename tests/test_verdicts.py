@@ -399,6 +399,11 @@ def test_write_verdicts_end_to_end_and_markdown(tmp_path):
     assert "Wilcoxon p=" in v.loc[("sig", "davae"), "evidence"]
     assert v.loc[("atac", "davae"), "verdict"] == NOT_TESTABLE and v.loc[("atac", "davae"), "reason"] == "no RNA + ATAC data here"
     assert (table.loc[table["claim_id"] != "atac", "application"] == "samples (analog on embedded data)").all()
+    # an analog missing from the config (a trimmed config, or a typo) is named in the reason
+    trimmed = write_verdicts(tmp_path / "trimmed.tsv", claims=claims[:1], metrics={"samples": str(metrics)},
+                             app_methods={"samples": ["pca", "davae"]}, known_methods=["pca", "davae"],
+                             settings={"judge": ["davae"], "analogs": {"dendritic": "sampels"}})
+    assert trimmed.iloc[0]["reason"] == "its analog sampels is not an application of this config"
     assert v.loc[("layers", "davae"), "verdict"] == SUPPORTED and "cluster_morans_i" in v.loc[("layers", "davae"), "evidence"]
     assert v.loc[("layers", "davae_released"), "verdict"] == NOT_SUPPORTED  # header-only table: the method failed
     md = markdown_table(back)

@@ -60,10 +60,6 @@ def check_config(config: Mapping[str, Any], schema: Mapping[str, Any] | str | Pa
         if m not in methods:
             raise ConfigError(f"config error at verdicts.judge: {m!r} has no entry under methods: "
                               f"(known: {', '.join(sorted(methods))}); add methods.{m} or remove it")
-    for paper_app, app in (verdicts.get("analogs") or {}).items():
-        if app not in config.get("applications", {}):
-            raise ConfigError(f"config error at verdicts.analogs.{paper_app}: {app!r} is not an application of "
-                              f"this config; name one of {', '.join(config.get('applications', {}))} (see config/README.md)")
 
 
 def merged_method_params(config: Mapping[str, Any], app: str, method: str) -> dict[str, Any]:

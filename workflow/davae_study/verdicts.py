@@ -581,6 +581,8 @@ def application_map(settings: Mapping[str, Any], applications: Iterable[str],
             mapping[paper_app] = (analogs[paper_app], True)
         elif paper_app in apps:
             mapping[paper_app] = (paper_app, False)
+        elif paper_app in analogs and paper_app not in reasons:  # a config trimmed of the analog (or a typo)
+            unavailable[paper_app] = f"its analog {analogs[paper_app]} is not an application of this config"
         else:
             unavailable[paper_app] = reasons.get(
                 paper_app, f"application {paper_app} is not in this config (its data are not downloaded here)")
