@@ -33,6 +33,7 @@ def test_demo_all_writes_verdicts_from_the_analogs(demo_workdir):
     job = verdicts_job(snakemake(demo_workdir, "-n", "--forceall", "all"))
     assert job["output"] == ["results/verdicts.tsv"]
     inputs = set(job["input"])
+    assert "config/claims.yaml" in inputs  # editing a claim reruns the verdicts
     # the analogs of Figs 2, 3 and 5, with both presets' per-repeat tables (Wilcoxon) and the spots' clusters
     for app in ("samples", "compositions", "spots"):
         assert f"results/{app}/metrics.tsv" in inputs

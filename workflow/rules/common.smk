@@ -264,12 +264,24 @@ from davae_study.verdicts import ClaimsError, application_map, load_claims  # no
 VERDICTS = config.get("verdicts") or {}
 
 
+def _claims_path():
+    """verdicts.claims; a relative path missing from the working directory is read from the workflow's own
+    config/ (as the shipped claims table is when Snakemake runs with --directory elsewhere)."""
+    path = Path(VERDICTS.get("claims", "config/claims.yaml"))
+    if not path.is_absolute() and not path.exists() and (Path(workflow.basedir) / path).exists():
+        return str(Path(workflow.basedir) / path)
+    return str(path)
+
+
+VERDICT_CLAIMS_FILE = _claims_path()
+
+
 def _verdict_plan():
     """The claims and which applications of this config they are judged on (paper application -> here)."""
     if not VERDICTS:
         return [], {}
     try:
-        claims = load_claims(VERDICTS.get("claims", "config/claims.yaml"))
+        claims = load_claims(VERDICT_CLAIMS_FILE)
     except ClaimsError as err:
         raise WorkflowError(str(err)) from None
     mapping, _ = application_map(VERDICTS, APPS, claims)
@@ -300,8 +312,9 @@ def verdict_files():
 
 
 def verdict_inputs(wildcards):
+    """Every table verdict_files names, and the claims table itself (an edited claim reruns the verdicts)."""
     f = verdict_files()
-    return (list(f["metrics"].values()) + [p for ps in f["repeats"].values() for p in ps]
+    return ([VERDICT_CLAIMS_FILE] + list(f["metrics"].values()) + [p for ps in f["repeats"].values() for p in ps]
             + [p for ms in f["clusters"].values() for p in ms.values()] + list(f["scaling"].values()))
 
 

@@ -10,7 +10,7 @@ rule verdicts:
         "logs/verdicts.log",
     params:
         files=verdict_files(),
-        claims=VERDICTS.get("claims", "config/claims.yaml"),
+        claims=VERDICT_CLAIMS_FILE,
         settings={k: v for k, v in VERDICTS.items() if k != "claims"},
         app_methods={app: app_methods(app) for app in APPS},
         known_methods=list(config["methods"]),
