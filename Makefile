@@ -16,7 +16,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install figures report unlock lint clean-results help
+.PHONY: demo test install figures report unlock verdicts-table lint clean-results help
 
 help:
 	@echo "make demo     run the offline demo study (config/demo.yaml) -> results/"
@@ -24,6 +24,7 @@ help:
 	@echo "make figures  re-render the demo figures from cached results"
 	@echo "make report   build results/report.html for the demo"
 	@echo "make unlock   remove the lock a killed run left (refuses while a run is going here)"
+	@echo "make verdicts-table  print results/verdicts.tsv as markdown (README's results section)"
 	@echo "make lint     snakemake --lint on the demo and the paper configs"
 
 install: $(STAMP)
@@ -53,6 +54,10 @@ report: $(STAMP)
 unlock: $(STAMP)
 	@$(BIN)/python -m davae_study.runlock --unlock
 	$(BIN)/snakemake --unlock --configfile $(CONFIGFILE)
+
+# the claims' verdicts of the last run as a markdown table (paste into README.md, "Does the paper hold?")
+verdicts-table: $(STAMP)
+	@$(BIN)/python -m davae_study.verdicts results/verdicts.tsv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

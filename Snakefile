@@ -18,6 +18,7 @@ include: "workflow/rules/core.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/scaling.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/verdicts.smk"
 
 
 rule all:
@@ -25,4 +26,5 @@ rule all:
         all_outputs(),
         transfer_outputs(),
         scaling_outputs(),
+        verdict_outputs(),
     default_target: True

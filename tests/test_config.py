@@ -33,6 +33,8 @@ def test_shipped_configs_are_valid(name):
         (lambda c: c["methods"]["pca"].__setitem__("resources", {"mem": 3}), r"at methods\.pca\.resources: .*'mem' was unexpected"),
         (lambda c: c["methods"]["pca"].__setitem__("resources", {"slurm_partition": "gpu; rm"}), "slurm_partition"),
         (lambda c: c["methods"]["pca"].__setitem__("resources", {"slurm_partition": 7}), "slurm_partition"),
+        (lambda c: c["verdicts"].__setitem__("judge", ["davae", "davea"]), r"verdicts\.judge: 'davea' has no entry"),
+        (lambda c: c["verdicts"].__setitem__("alpha", 2), r"at verdicts\.alpha"),
     ],
 )
 def test_bad_config_one_line_error(mutate, where):

@@ -186,10 +186,15 @@ def test_figures_target_renders_from_cached_tables_and_builds_the_report(workdir
     ran = {j["rule"] for j in dry_run_jobs(log)}
     assert all(r.startswith("figure") for r in ran), ran
 
+    # the verdicts from the same cached tables (the report lists results/verdicts.tsv): only that job runs
+    log = snakemake(workdir, "--cores", "1", "results/verdicts.tsv")
+    assert {j["rule"] for j in dry_run_jobs(log)} == {"verdicts"}
+    assert {p: p.stat().st_mtime_ns for p in integration} == before
+
     snakemake(workdir, "--report", "report.html")
     html = (workdir / "report.html").read_text(errors="replace")
     assert len(html) > 10_000
-    for name in ("umap_grid.png", "ari.png", "kbet.png", "summary.png"):
+    for name in ("umap_grid.png", "ari.png", "kbet.png", "summary.png", "verdicts.tsv"):
         assert name in html, f"{name} missing from the report"
     assert "ARI cell type against 1" in html  # a caption rendered
     assert "IFN-" in html  # with the application title from the config (Jinja in the caption)

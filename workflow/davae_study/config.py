@@ -55,6 +55,11 @@ def check_config(config: Mapping[str, Any], schema: Mapping[str, Any] | str | Pa
         for m in (spec.get("method_params") or {}):
             if m not in spec.get("methods", []):
                 raise ConfigError(f"config error at applications.{app}.method_params.{m}: {m!r} is not in applications.{app}.methods")
+    verdicts = config.get("verdicts") or {}
+    for m in verdicts.get("judge") or []:
+        if m not in methods:
+            raise ConfigError(f"config error at verdicts.judge: {m!r} has no entry under methods: "
+                              f"(known: {', '.join(sorted(methods))}); add methods.{m} or remove it")
 
 
 def merged_method_params(config: Mapping[str, Any], app: str, method: str) -> dict[str, Any]:

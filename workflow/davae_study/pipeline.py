@@ -18,6 +18,7 @@ transfer, ...      workflow/scripts/transfer*.py   :mod:`davae_study.groundtruth
 download_*         workflow/scripts/download.py    :func:`davae_study.data.download.fetch_entry`
 (onstart)          workflow/rules/download.smk     :func:`davae_study.data.download.check_downloads`
 scaling_*          workflow/scripts/scaling_*.py   :mod:`davae_study.scaling` (6f: ``plotting.runtime_scaling``)
+verdicts           workflow/scripts/verdicts.py    :func:`davae_study.verdicts.write_verdicts`
 =================  ==============================  ==========================
 """
 

@@ -12,6 +12,9 @@
   type proportions vary smoothly in space; the ground truth for the soft scores.
 - :func:`proportion_correlation`: Pearson correlation, per type and across spots, of true proportions with
   predicted scores.
+- :func:`cluster_morans_i`, :func:`cluster_slice_mixing`: spatial coherence of the joint-embedding clusters
+  on the spot coordinates, and how evenly each cluster spans the slices (proxies for the paper's "clusters
+  show the cortical layers, continuous across the slices"; docs/verdicts.md).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ __all__ = [
     "spot_type_scores",
     "simulate_spots",
     "proportion_correlation",
+    "cluster_morans_i",
+    "cluster_slice_mixing",
 ]
 
 
@@ -358,3 +363,85 @@ def proportion_correlation(truth: pd.DataFrame, scores: pd.DataFrame) -> pd.Data
             continue
         rows.append({"type": t, "r": float(np.corrcoef(x, y)[0, 1]), "n": len(common), "note": ""})
     return pd.DataFrame(rows, columns=["type", "r", "n", "note"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# spatial structure of joint-embedding clusters (verdict proxies for Fig 5)
+
+
+def spot_adjacency(xy: np.ndarray, radius_factor: float = 1.5) -> sp.csr_matrix:
+    """Binary adjacency of spots closer than ``radius_factor`` × the median nearest-neighbour distance:
+    the 6 neighbours of a Visium hexagonal grid, the 8 of a square grid, without ties to break."""
+    from scipy.spatial import cKDTree
+
+    xy = np.asarray(xy, dtype=float)
+    tree = cKDTree(xy)
+    d, _ = tree.query(xy, k=2)
+    radius = radius_factor * float(np.median(d[:, 1]))
+    pairs = tree.query_pairs(radius, output_type="ndarray")
+    n = xy.shape[0]
+    w = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)).tocsr()
+    return (w + w.T).tocsr()
+
+
+def cluster_morans_i(clusters: pd.DataFrame, *, min_spots: int = 3) -> tuple[float, str]:
+    """Moran's I of each cluster's indicator on the spot grid, averaged over clusters weighted by size, per
+    slice (``batch``) and then over slices weighted by spots: 1 = every cluster one contiguous domain, about
+    0 = clusters scattered at random, below 0 = checkerboard.
+
+    ``clusters``: ``spatial/<method>.clusters.tsv`` (``cell, batch, cluster, x, y``). Returns ``(I, note)``;
+    NaN with the reason when no slice has coordinates and at least ``min_spots`` spots.
+    """
+    values, weights, skipped = [], [], []
+    for slice_name, sub in clusters.groupby("batch", sort=True):
+        xy = sub[["x", "y"]].to_numpy(dtype=float)
+        ok = np.isfinite(xy).all(axis=1)
+        if ok.sum() < min_spots:
+            skipped.append(f"{slice_name}: {int(ok.sum())} spots with coordinates")
+            continue
+        lab = sub["cluster"].astype(str).to_numpy()[ok]
+        w = spot_adjacency(xy[ok])
+        s0 = float(w.sum())
+        if s0 == 0:
+            skipped.append(f"{slice_name}: no neighbouring spots")
+            continue
+        n = lab.size
+        per, sizes = [], []
+        for c in np.unique(lab):
+            z = (lab == c).astype(float)
+            z -= z.mean()
+            denom = float(z @ z)
+            if denom == 0:  # the cluster covers the whole slice
+                continue
+            per.append(n / s0 * float(z @ (w @ z)) / denom)
+            sizes.append(int((lab == c).sum()))
+        if per:
+            values.append(float(np.average(per, weights=sizes)))
+            weights.append(n)
+        else:
+            skipped.append(f"{slice_name}: one cluster only")
+    if not values:
+        return float("nan"), "no slice with coordinates and two clusters" + (f" ({'; '.join(skipped)})" if skipped else "")
+    note = f"Moran's I of cluster indicators, {len(values)} slice(s), neighbours within 1.5x the spot spacing"
+    return float(np.average(values, weights=weights)), note + (f"; skipped {'; '.join(skipped)}" if skipped else "")
+
+
+def cluster_slice_mixing(clusters: pd.DataFrame) -> tuple[float, str]:
+    """How evenly the clusters span the slices: per cluster the entropy of its spots' slice shares, each
+    share divided by the slice's share of all spots (so unequal slices are not penalised), over the maximum
+    ``log(n_slices)``; averaged over clusters weighted by size. 1 = every cluster spread over the slices as
+    the spots are, 0 = every cluster in one slice. NaN with one slice."""
+    slices = clusters["batch"].astype(str)
+    n_slices = slices.nunique()
+    if n_slices < 2:
+        return float("nan"), "one slice only: continuity across slices undefined"
+    overall = slices.value_counts(normalize=True)
+    vals, sizes = [], []
+    for _, sub in clusters.groupby(clusters["cluster"].astype(str)):
+        share = sub["batch"].astype(str).value_counts(normalize=True).reindex(overall.index, fill_value=0.0)
+        p = (share / overall).to_numpy()
+        p = p / p.sum()
+        nz = p[p > 0]
+        vals.append(float(-(nz * np.log(nz)).sum() / np.log(n_slices)))
+        sizes.append(len(sub))
+    return float(np.average(vals, weights=sizes)), f"normalised slice entropy of {len(vals)} clusters over {n_slices} slices"
