@@ -13,15 +13,7 @@ import davae
 from davae.module import davae_loss
 from davae.prior import FLOOR, local_batch_prior, neighbour_batch_shares
 
-from test_davae import TINY, _lognorm, _toy
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from test_davae import TINY, _lognorm, _one_thread, _toy  # noqa: F401  (_one_thread: autouse fixture)
 
 
 def _two_blobs(n=40, seed=0):
