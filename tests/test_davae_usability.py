@@ -22,16 +22,7 @@ from davae._progress import EpochProgress
 from davae.cli import main as cli_main
 
 from conftest import REPO
-
-TINY = dict(epochs=2, min_steps=0, batch_size=16, hidden_layers=[16, 8], latent_dim=3)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from test_davae import TINY, _one_thread  # noqa: F401  (_one_thread: autouse fixture)
 
 
 def _counts(sizes=(40, 40), n_genes=30, seed=0) -> ad.AnnData:
