@@ -17,6 +17,21 @@ from .presets import DAVAEParams
 from .prior import local_batch_prior
 
 
+#: Minibatch entries (cells × input genes) per torch thread in the CPU minibatch loop. A training step's
+#: matrix products are small (batch 128 × 2,000 genes × 128 units); woken from passive waits, a second thread
+#: costs more than it saves there: on the study's 2-core machine, idle, a default step took 8.3 ms on one
+#: thread and 14 ms on two (6.4 ms with spinning threads, which stall beside other jobs); two threads first
+#: paid off at 2,048 × 2,000 (docs/davae.md, "Threads"; ``benchmarks/davae_threads.py``).
+STEP_ENTRIES_PER_THREAD = 1_000_000
+
+
+def step_threads(batch_size: int, n_genes: int, threads: int) -> int:
+    """Torch threads for the CPU minibatch loop: one per :data:`STEP_ENTRIES_PER_THREAD` entries of a
+    minibatch, at least 1 and at most ``threads`` (the fit's cap). Encoding all cells, the local prior's
+    neighbour search and everything outside the loop keep ``threads``."""
+    return max(1, min(int(threads), (int(batch_size) * int(n_genes)) // STEP_ENTRIES_PER_THREAD))
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` → CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
     if isinstance(device, torch.device):
@@ -238,47 +253,57 @@ def train(
     best: tuple[float, int, dict] | None = None
     step = 0
     bar = EpochProgress(epochs, enabled=progress, desc="DAVAE")  # a bar on a terminal, a short table in a log
-    for epoch in bar:
-        if params.domain_prior == "local" and epoch == warmup_epochs:
-            z = encode(module, X, np.asarray(codes), device=device)
-            module.train()
-            prior = torch.from_numpy(local_batch_prior(
-                z, np.asarray(codes), module.n_batches, k=params.prior_neighbors, share=params.prior_share,
-                smoothing=params.prior_smoothing)).to(device)
-        # loss parts summed on the device and read back once per epoch (a per-step read would make every
-        # CUDA step wait for the GPU)
-        sums = {k: torch.zeros((), device=device) for k in ("loss", "recon", "kl", "domain")}
-        scale = 1.0
-        for idx, it, rows in device_batches(_minibatches(cells, params.batch_size, rng)):
-            if params.lambda_schedule == "ganin":
-                scale = ganin_lambda(step / max(total_steps - 1, 1))
-            if epoch < warmup_epochs:
-                scale = 0.0
-            parts = batch_loss(idx, scale, it, rows)
-            opt.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            opt.step()
-            step += 1
+    # the minibatch loop on CPU runs on step_threads() of the fit's threads; the prior's encode and kNN
+    # search, and everything after the loop, on all of them
+    all_threads = torch.get_num_threads()
+    loop_threads = step_threads(params.batch_size, X.shape[1], all_threads) if device.type == "cpu" else all_threads
+    torch.set_num_threads(loop_threads)
+    try:
+        for epoch in bar:
+            if params.domain_prior == "local" and epoch == warmup_epochs:
+                torch.set_num_threads(all_threads)
+                z = encode(module, X, np.asarray(codes), device=device)
+                module.train()
+                prior = torch.from_numpy(local_batch_prior(
+                    z, np.asarray(codes), module.n_batches, k=params.prior_neighbors, share=params.prior_share,
+                    smoothing=params.prior_smoothing)).to(device)
+                torch.set_num_threads(loop_threads)
+            # loss parts summed on the device and read back once per epoch (a per-step read would make every
+            # CUDA step wait for the GPU)
+            sums = {k: torch.zeros((), device=device) for k in ("loss", "recon", "kl", "domain")}
+            scale = 1.0
+            for idx, it, rows in device_batches(_minibatches(cells, params.batch_size, rng)):
+                if params.lambda_schedule == "ganin":
+                    scale = ganin_lambda(step / max(total_steps - 1, 1))
+                if epoch < warmup_epochs:
+                    scale = 0.0
+                parts = batch_loss(idx, scale, it, rows)
+                opt.zero_grad(set_to_none=True)
+                parts["loss"].backward()
+                opt.step()
+                step += 1
+                for k in sums:
+                    sums[k] += parts[k].detach() * len(idx)
             for k in sums:
-                sums[k] += parts[k].detach() * len(idx)
-        for k in sums:
-            history[k].append(float(sums[k]) / n)
-        history["grl_scale"].append(scale)
-        if not all(math.isfinite(history[k][-1]) for k in sums):
-            raise FloatingPointError(
-                f"DAVAE loss became non-finite at epoch {len(history['loss'])}; lower lr or domain_lambda"
-            )
-        post = {"recon": f"{history['recon'][-1]:.4g}", "kl": f"{history['kl'][-1]:.3g}",
-                "domain": f"{history['domain'][-1]:.4g}", "grl": f"{scale:.2f}"}
-        if held_out is not None:
-            val = held_out_loss(module, batch_loss, held_out, params.batch_size)
-            history["val_loss"].append(val)
-            post["val"] = f"{val:.4g}"
-            if best is None or best[0] - val > 1e-3 * abs(best[0]):
-                best = (val, epoch, copy.deepcopy(module.state_dict()))
-            elif epoch - best[1] >= params.patience and step >= params.min_steps:
-                break
-        bar.set_postfix(post)
+                history[k].append(float(sums[k]) / n)
+            history["grl_scale"].append(scale)
+            if not all(math.isfinite(history[k][-1]) for k in sums):
+                raise FloatingPointError(
+                    f"DAVAE loss became non-finite at epoch {len(history['loss'])}; lower lr or domain_lambda"
+                )
+            post = {"recon": f"{history['recon'][-1]:.4g}", "kl": f"{history['kl'][-1]:.3g}",
+                    "domain": f"{history['domain'][-1]:.4g}", "grl": f"{scale:.2f}"}
+            if held_out is not None:
+                val = held_out_loss(module, batch_loss, held_out, params.batch_size)
+                history["val_loss"].append(val)
+                post["val"] = f"{val:.4g}"
+                if best is None or best[0] - val > 1e-3 * abs(best[0]):
+                    best = (val, epoch, copy.deepcopy(module.state_dict()))
+                elif epoch - best[1] >= params.patience and step >= params.min_steps:
+                    break
+            bar.set_postfix(post)
+    finally:
+        torch.set_num_threads(all_threads)
     if best is not None:
         module.load_state_dict(best[2])
     module.eval()

@@ -76,6 +76,28 @@ def test_threads_reach_torch_and_the_pools_and_are_restored(monkeypatch):
     assert {k: seen[2][k] for k in before} == before
 
 
+def test_minibatch_loop_threads_follow_the_step_size(monkeypatch):
+    """On CPU the minibatch loop runs on step_threads() of the fit's threads (one for small steps), the
+    local prior's encode on all of them, and the fit's threads are back afterwards."""
+    import davae.training as T
+
+    assert T.step_threads(128, 2000, 2) == 1  # a default step: one thread
+    assert T.step_threads(4096, 2000, 2) == 2 and T.step_threads(4096, 2000, 16) == 8
+    assert T.step_threads(10**6, 10**6, 3) == 3 and T.step_threads(1, 1, 1) == 1
+    in_loop, at_prior = [], []
+    loss, encode = T.davae_loss, T.encode
+    monkeypatch.setattr(T, "davae_loss", lambda *a, **k: (in_loop.append(torch.get_num_threads()), loss(*a, **k))[1])
+    monkeypatch.setattr(T, "encode", lambda *a, **k: (at_prior.append(torch.get_num_threads()), encode(*a, **k))[1])
+    a = _lognorm(_counts())
+    davae.DAVAE(a, **{**TINY, "epochs": 4}).fit(seed=0, device="cpu", progress=False, threads=2)
+    assert set(in_loop) == {1} and at_prior == [2]
+    monkeypatch.setattr(T, "STEP_ENTRIES_PER_THREAD", 1)  # every step "large": the loop gets the cap
+    in_loop.clear()
+    davae.DAVAE(a, **TINY).fit(seed=0, device="cpu", progress=False, threads=2)
+    assert set(in_loop) == {2}
+    assert torch.get_num_threads() == 1  # the test's setting, restored
+
+
 def test_threads_restored_when_the_fit_fails():
     a = _lognorm(_counts())
     with pytest.raises(ValueError, match="threads must be a positive integer") as e:
