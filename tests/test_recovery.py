@@ -20,8 +20,8 @@ from davae_study import runlock
 
 VENV = Path(sys.prefix)  # the environment the tests run in (.venv under `make test`)
 
-# One application, one method: 11 jobs. The job killed is the UMAP (its first call compiles numba kernels:
-# the longest job, so the kill lands mid-job), after prepare and integrate have finished.
+# One application, one method: 11 jobs. The job killed is the UMAP (its log opens before scanpy and umap-learn
+# load, seconds before the job ends, so the kill lands mid-job), after prepare and integrate have finished.
 CONFIG = {
     "seed": 0,
     "device": "cpu",

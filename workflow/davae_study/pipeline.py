@@ -198,14 +198,17 @@ def umap(integrated_path: str, out_tsv: str, *, n_neighbors: int = 15, min_dist:
     """2-D UMAP of ``obsm['X_emb']`` written as ``cell, umap1, umap2`` (header only for a failed method)."""
     import scanpy as sc
 
+    from .jitcache import jit_cache
+
     adata = ad.read_h5ad(integrated_path)
     if method_failed(adata):
         table = pd.DataFrame(columns=["cell", "umap1", "umap2"])
     else:
         work = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names))
         work.obsm["X_emb"] = adata.obsm["X_emb"]
-        sc.pp.neighbors(work, use_rep="X_emb", n_neighbors=min(n_neighbors, adata.n_obs - 1), random_state=seed)
-        sc.tl.umap(work, min_dist=min_dist, random_state=seed)
+        with jit_cache():  # umap-learn's numba code compiled once, not in every job (davae_study.jitcache)
+            sc.pp.neighbors(work, use_rep="X_emb", n_neighbors=min(n_neighbors, adata.n_obs - 1), random_state=seed)
+            sc.tl.umap(work, min_dist=min_dist, random_state=seed)
         xy = work.obsm["X_umap"]
         table = pd.DataFrame({"cell": adata.obs_names, "umap1": xy[:, 0], "umap2": xy[:, 1]})
     write_tsv(table, out_tsv)

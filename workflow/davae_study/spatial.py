@@ -80,6 +80,8 @@ def leiden_n_clusters(
     """
     import scanpy as sc
 
+    from .jitcache import jit_cache
+
     emb = np.asarray(emb, dtype=np.float32)
     if emb.ndim != 2 or not np.isfinite(emb).all():
         raise ValueError("Embedding must be a finite 2-D array (cells x dims); did the method fail?")
@@ -87,7 +89,8 @@ def leiden_n_clusters(
         raise ValueError(f"n_clusters={n_clusters} must lie in [1, {emb.shape[0]}] (the number of cells).")
     work = AnnData(obs=pd.DataFrame(index=np.arange(emb.shape[0]).astype(str)))
     work.obsm["X_emb"] = emb
-    sc.pp.neighbors(work, use_rep="X_emb", n_neighbors=min(n_neighbors, emb.shape[0] - 1), random_state=seed)
+    with jit_cache():  # umap-learn's numba code compiled once, not in every job
+        sc.pp.neighbors(work, use_rep="X_emb", n_neighbors=min(n_neighbors, emb.shape[0] - 1), random_state=seed)
 
     cache: dict[float, np.ndarray] = {}
 

@@ -252,6 +252,8 @@ def annotate_by_markers(
     """
     import scanpy as sc
 
+    from ..jitcache import jit_cache
+
     b = ad.AnnData(X=adata.X.copy(), obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names))
     sc.pp.normalize_total(b, target_sum=1e4)
     sc.pp.log1p(b)
@@ -260,7 +262,8 @@ def annotate_by_markers(
     sub.X = sub.X.toarray() if sparse.issparse(sub.X) else sub.X  # HVGs only: dense is small, scaling needs it
     sc.pp.scale(sub, max_value=10)
     sc.pp.pca(sub, n_comps=min(50, sub.n_obs - 1, sub.n_vars - 1), random_state=seed)
-    sc.pp.neighbors(sub, n_neighbors=15, random_state=seed)
+    with jit_cache():  # umap-learn's numba code compiled once, not in every job
+        sc.pp.neighbors(sub, n_neighbors=15, random_state=seed)
     sc.tl.leiden(sub, resolution=resolution, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
     scores = {}
     for t, genes in markers.items():

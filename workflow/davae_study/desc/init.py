@@ -19,8 +19,11 @@ def leiden_labels(features: np.ndarray, resolution: float, n_neighbors: int = 10
     import anndata as ad
     import scanpy as sc
 
+    from ..jitcache import jit_cache
+
     tmp = ad.AnnData(np.asarray(features, dtype=np.float32))
-    sc.pp.neighbors(tmp, n_neighbors=n_neighbors, use_rep="X", random_state=seed)
+    with jit_cache():  # umap-learn's numba code compiled once, not in every job
+        sc.pp.neighbors(tmp, n_neighbors=n_neighbors, use_rep="X", random_state=seed)
     with warnings.catch_warnings():  # scanpy announces a future default flavour; we pin leidenalg
         warnings.simplefilter("ignore", FutureWarning)
         sc.tl.leiden(tmp, resolution=resolution, random_state=seed, flavor="leidenalg", key_added="c")

@@ -27,9 +27,12 @@ def neighbour_graph(x: np.ndarray, n_neighbors: int = 15):
     import anndata as ad
     import scanpy as sc
 
+    from ..jitcache import jit_cache
+
     n = x.shape[0]
     tmp = ad.AnnData(obs={"i": np.arange(n)}, obsm={"X_emb": np.asarray(x, dtype=np.float32)})
-    sc.pp.neighbors(tmp, n_neighbors=min(n_neighbors, n), use_rep="X_emb", transformer="sklearn")
+    with jit_cache():  # umap-learn's numba code compiled once, not in every job
+        sc.pp.neighbors(tmp, n_neighbors=min(n_neighbors, n), use_rep="X_emb", transformer="sklearn")
     return tmp.obsp["connectivities"].tocsr()
 
 
