@@ -68,12 +68,6 @@ def timed(cmd: list[str]) -> tuple[float, str]:
     return wall, ""
 
 
-def busy_loop() -> subprocess.Popen:
-    last = max(os.sched_getaffinity(0))
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                            preexec_fn=lambda: os.sched_setaffinity(0, {last}))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="raw-count .h5ad with obs['batch']")
@@ -90,6 +84,7 @@ def main(argv=None) -> int:
     import numpy as np
     import pandas as pd
 
+    from davae_threads import busy_loop
     from methods_scaling import resample
 
     raw = ad.read_h5ad(args.data)
