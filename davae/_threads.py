@@ -65,13 +65,21 @@ def limit_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
-    import torch
     from threadpoolctl import threadpool_limits
 
+    with threadpool_limits(limits=threads), torch_threads(threads):
+        yield
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with torch's intra-op pool at ``threads`` (only torch's: the BLAS / OpenMP pools that
+    threadpoolctl sees are left as they are), then restore its previous size, also when the block fails."""
+    import torch
+
     before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
     try:
-        with threadpool_limits(limits=threads):
-            torch.set_num_threads(threads)
-            yield
+        yield
     finally:
         torch.set_num_threads(before)

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 import torch
 
 from ._progress import EpochProgress
+from ._threads import torch_threads
 from .module import DAVAEModule, davae_loss, ganin_lambda
 from .presets import DAVAEParams
 from .prior import local_batch_prior
@@ -257,17 +258,15 @@ def train(
     # search, and everything after the loop, on all of them
     all_threads = torch.get_num_threads()
     loop_threads = step_threads(params.batch_size, X.shape[1], all_threads) if device.type == "cpu" else all_threads
-    torch.set_num_threads(loop_threads)
-    try:
+    with torch_threads(loop_threads):
         for epoch in bar:
             if params.domain_prior == "local" and epoch == warmup_epochs:
-                torch.set_num_threads(all_threads)
-                z = encode(module, X, np.asarray(codes), device=device)
-                module.train()
-                prior = torch.from_numpy(local_batch_prior(
-                    z, np.asarray(codes), module.n_batches, k=params.prior_neighbors, share=params.prior_share,
-                    smoothing=params.prior_smoothing)).to(device)
-                torch.set_num_threads(loop_threads)
+                with torch_threads(all_threads):
+                    z = encode(module, X, np.asarray(codes), device=device)
+                    module.train()
+                    prior = torch.from_numpy(local_batch_prior(
+                        z, np.asarray(codes), module.n_batches, k=params.prior_neighbors,
+                        share=params.prior_share, smoothing=params.prior_smoothing)).to(device)
             # loss parts summed on the device and read back once per epoch (a per-step read would make every
             # CUDA step wait for the GPU)
             sums = {k: torch.zeros((), device=device) for k in ("loss", "recon", "kl", "domain")}
@@ -302,8 +301,6 @@ def train(
                 elif epoch - best[1] >= params.patience and step >= params.min_steps:
                     break
             bar.set_postfix(post)
-    finally:
-        torch.set_num_threads(all_threads)
     if best is not None:
         module.load_state_dict(best[2])
     module.eval()
