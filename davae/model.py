@@ -61,6 +61,7 @@ class DAVAE:
             decoder_batch=self.params.decoder_batch, dropout_encoder=self.params.dropout_encoder,
             dropout_decoder=self.params.dropout_decoder, dropout_classifier=self.params.dropout_classifier,
             classifier_hidden=self.params.classifier_hidden, classifier_depth=self.params.classifier_depth,
+            decoder_batch_mode=self.params.decoder_batch_mode,
         )
         self.history: dict[str, list[float]] = {}
         self.is_trained = False
@@ -176,7 +177,9 @@ class DAVAE:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a DAVAE model file written by DAVAE.save")
-        params = get_params(DAVAEParams(), **state["params"])
+        saved = dict(state["params"])
+        saved.setdefault("decoder_batch_mode", "input")  # files written before the parameter existed
+        params = get_params(DAVAEParams(), **saved)
         self = cls.__new__(cls)
         self.params, self.preset = params, state["preset"]
         self.batch_key = state["batch_key"]
@@ -189,7 +192,7 @@ class DAVAE:
             encoder_batch=params.encoder_batch, decoder_batch=params.decoder_batch,
             dropout_encoder=params.dropout_encoder, dropout_decoder=params.dropout_decoder,
             dropout_classifier=params.dropout_classifier, classifier_hidden=params.classifier_hidden,
-            classifier_depth=params.classifier_depth,
+            classifier_depth=params.classifier_depth, decoder_batch_mode=params.decoder_batch_mode,
         )
         self.module.load_state_dict(state["state_dict"])
         self.module.eval()

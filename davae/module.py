@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .presets import DECODER_BATCH_MODES
+
 # Keras BatchNormalization defaults (momentum 0.99 = PyTorch momentum 0.01, epsilon 1e-3)
 BN_MOMENTUM = 0.01
 BN_EPS = 1e-3
@@ -66,6 +68,10 @@ class DAVAEModule(nn.Module):
         Concatenate the batch one-hot to the encoder / decoder input.
     dropout_encoder, dropout_decoder, dropout_classifier, classifier_hidden
         See :class:`davae.presets.DAVAEParams`.
+    decoder_batch_mode
+        How the decoder gets the batch (with ``decoder_batch``): ``"input"``, the one-hot concatenated to its
+        input (scbean); ``"affine"``, a per-batch, per-gene scale and shift of its output before the
+        softplus, ``softplus(out(h(z))·exp(s_b) + o_b)``, the hidden layers seeing ``z`` only.
     """
 
     def __init__(
@@ -81,16 +87,26 @@ class DAVAEModule(nn.Module):
         dropout_classifier: float = 0.01,
         classifier_hidden: int = 16,
         classifier_depth: int = 1,
+        decoder_batch_mode: str = "input",
     ):
         super().__init__()
+        if decoder_batch_mode not in DECODER_BATCH_MODES:
+            raise ValueError(f"decoder_batch_mode must be one of {DECODER_BATCH_MODES}, got {decoder_batch_mode!r}")
         self.n_genes, self.n_batches = int(n_genes), int(n_batches)
         self.encoder_batch, self.decoder_batch = bool(encoder_batch), bool(decoder_batch)
+        self.decoder_batch_mode = decoder_batch_mode
+        self.batch_input = self.decoder_batch and decoder_batch_mode == "input"
         hidden = [int(h) for h in hidden_layers]
         self.encoder = _mlp(n_genes + (n_batches if encoder_batch else 0), hidden, dropout_encoder)
         self.z_mean = nn.Linear(hidden[-1], latent_dim)
         self.z_logvar = nn.Linear(hidden[-1], latent_dim)
-        self.decoder = _mlp(latent_dim + (n_batches if decoder_batch else 0), hidden[::-1], dropout_decoder)
+        self.decoder = _mlp(latent_dim + (n_batches if self.batch_input else 0), hidden[::-1], dropout_decoder)
         self.out = nn.Linear(hidden[0], n_genes)
+        # "affine": per batch and gene, log-scale and shift of the output layer (zeros: the identity at first)
+        self.batch_log_scale = self.batch_shift = None
+        if self.decoder_batch and decoder_batch_mode == "affine":
+            self.batch_log_scale = nn.Parameter(torch.zeros(n_batches, n_genes))
+            self.batch_shift = nn.Parameter(torch.zeros(n_batches, n_genes))
         self.classifier = nn.Sequential(
             *_mlp(latent_dim, [classifier_hidden] * classifier_depth, dropout_classifier),
             nn.Linear(classifier_hidden, n_batches),
@@ -106,6 +122,9 @@ class DAVAEModule(nn.Module):
             elif isinstance(m, BatchNormNoScale):
                 m.bn.reset_running_stats()
                 nn.init.zeros_(m.bias)
+        for p in (self.batch_log_scale, self.batch_shift):
+            if p is not None:
+                nn.init.zeros_(p)
 
     def encode(self, x: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the latent mean and log-variance."""
@@ -118,10 +137,16 @@ class DAVAEModule(nn.Module):
         return F.softplus(self.decode_logits(z, onehot))
 
     def decode_logits(self, z: torch.Tensor, onehot: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """The decoder's output before the softplus (``decode`` = ``softplus(decode_logits)``); with ``rows``,
-        only for those cells (the hidden layers, and so their batch statistics, still see every cell)."""
-        h = self.decoder(torch.cat([z, onehot], 1) if self.decoder_batch else z)
-        return self.out(h if rows is None else h.index_select(0, rows))
+        """The decoder's output before the softplus (``decode`` = ``softplus(decode_logits)``), with the batch
+        (``onehot``) as ``decoder_batch_mode`` says; with ``rows``, only for those cells (the hidden layers, and
+        so their batch statistics, still see every cell)."""
+        h = self.decoder(torch.cat([z, onehot], 1) if self.batch_input else z)
+        if rows is not None:
+            h, onehot = h.index_select(0, rows), onehot.index_select(0, rows)
+        out = self.out(h)
+        if self.batch_shift is not None:
+            out = out * torch.exp(onehot @ self.batch_log_scale) + onehot @ self.batch_shift
+        return out
 
     def forward(self, x: torch.Tensor, onehot: torch.Tensor, grl_scale: float = 1.0,
                 recon_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -26,6 +26,7 @@ RECON_WEIGHTS = ("all", "reference")
 RECON_LOSSES = ("scbean", "gaussian")
 LAMBDA_SCHEDULES = ("constant", "ganin")
 DOMAIN_PRIORS = ("none", "local")
+DECODER_BATCH_MODES = ("input", "affine")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,13 @@ class DAVAEParams:
     latent_dim
         Size of the latent space ``z`` (``obsm['X_davae']``).
     encoder_batch, decoder_batch
-        Concatenate the batch one-hot to the encoder / decoder input (scbean's DACVAE: both; DAVAE: neither).
+        Give the encoder / the decoder the batch (scbean's DACVAE: both; the default: the decoder only).
+    decoder_batch_mode
+        How the decoder gets it: ``"input"``, the one-hot concatenated to the decoder's input (scbean);
+        ``"affine"``, a learned per-batch, per-gene scale and shift of the decoder's output before the
+        softplus, the hidden layers seeing ``z`` only. With ``"input"`` a decoder can explain any difference
+        between batches through the one-hot, cell types that only one batch has included, so ``z`` need not
+        keep them apart; a gene-wise scale and shift cannot stand in for a cell type's programme.
     dropout_encoder, dropout_decoder, dropout_classifier
         Dropout after each hidden layer of the three networks.
     classifier_hidden, classifier_depth
@@ -92,6 +99,7 @@ class DAVAEParams:
     latent_dim: int = 10
     encoder_batch: bool = False
     decoder_batch: bool = True
+    decoder_batch_mode: str = "affine"
     dropout_encoder: float = 0.1
     dropout_decoder: float = 0.1
     dropout_classifier: float = 0.01
@@ -132,6 +140,7 @@ PRESETS: dict[str, DAVAEParams] = {
         latent_dim=5,
         encoder_batch=True,
         decoder_batch=True,
+        decoder_batch_mode="input",
         dropout_encoder=0.1,
         dropout_decoder=0.1,
         dropout_classifier=0.01,
@@ -202,6 +211,8 @@ def _check(p: DAVAEParams) -> None:
         raise ValueError(f"recon_weight must be one of {RECON_WEIGHTS}, got {p.recon_weight!r}")
     if p.recon_loss not in RECON_LOSSES:
         raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got {p.recon_loss!r}")
+    if p.decoder_batch_mode not in DECODER_BATCH_MODES:
+        raise ValueError(f"decoder_batch_mode must be one of {DECODER_BATCH_MODES}, got {p.decoder_batch_mode!r}")
     if p.domain_prior not in DOMAIN_PRIORS:
         raise ValueError(f"domain_prior must be one of {DOMAIN_PRIORS}, got {p.domain_prior!r}")
     if not 0.0 <= p.prior_warmup < 1.0:

@@ -87,6 +87,40 @@ def test_scbean_architecture_as_released():
     assert drops == [0.1] * 3
     assert m.classifier[0].out_features == 16 and m.classifier[3].p == pytest.approx(0.01)
     assert p.recon_weight == "reference" and p.lambda_schedule == "constant" and p.lr == 0.01
+    assert p.decoder_batch_mode == "input" and m.batch_shift is None
+
+
+def test_affine_decoder_changes_a_cell_only_by_a_gene_wise_scale_and_shift_between_batches():
+    """The default decoder's batch acts after its hidden layers, gene by gene: decoded under batch b1 instead of
+    b0, every gene's output (before the softplus) is an affine function of the same gene's output under b0,
+    the same function for every cell. So a batch can shift and scale genes, not turn one cell type's
+    programme into another's (which the one-hot on the decoder input can)."""
+    torch.manual_seed(0)
+    p = davae.get_params("default")
+    assert p.decoder_batch and p.decoder_batch_mode == "affine"
+    m = DAVAEModule(n_genes=20, n_batches=2, hidden_layers=[16, 8], latent_dim=3,
+                    decoder_batch_mode=p.decoder_batch_mode).eval()
+    assert [l.in_features for l in m.decoder if isinstance(l, torch.nn.Linear)][0] == 3  # z only
+    with torch.no_grad():
+        m.batch_log_scale.normal_()
+        m.batch_shift.normal_()
+        z = torch.randn(200, 3)
+        eye = torch.eye(2)
+        l0 = m.decode_logits(z, eye[[0] * 200]).double()
+        l1 = m.decode_logits(z, eye[[1] * 200]).double()
+    design = torch.stack([l0, torch.ones_like(l0)], -1).permute(1, 0, 2)  # genes x cells x 2
+    coef = torch.linalg.lstsq(design, l1.T.unsqueeze(-1)).solution  # per gene: l1 = a·l0 + c
+    fitted = (design @ coef).squeeze(-1).T
+    assert torch.allclose(fitted, l1, atol=1e-4)
+    ls, sh = m.batch_log_scale.detach().double(), m.batch_shift.detach().double()
+    assert torch.allclose(coef[:, 0, 0], torch.exp(ls[1] - ls[0]), rtol=1e-4)
+    # the one-hot on the input (scbean) gives no such relation
+    mi = DAVAEModule(n_genes=20, n_batches=2, hidden_layers=[16, 8], latent_dim=3, decoder_batch_mode="input").eval()
+    with torch.no_grad():
+        i0, i1 = mi.decode_logits(z, eye[[0] * 200]).double(), mi.decode_logits(z, eye[[1] * 200]).double()
+    d = torch.stack([i0, torch.ones_like(i0)], -1).permute(1, 0, 2)
+    resid = (d @ torch.linalg.lstsq(d, i1.T.unsqueeze(-1)).solution).squeeze(-1).T - i1
+    assert resid.abs().max() > 1e-2
 
 
 def test_loss_matches_hand_computation():
