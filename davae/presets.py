@@ -13,7 +13,9 @@ Two presets:
     showed are needed for it to integrate real data: every batch reconstructed, a fixed-variance Gaussian
     reconstruction term, a stronger domain classifier (256 hidden units) that learns 5x faster than the
     encoder (two-timescale adversarial training), a batch-free encoder input, a 10-d latent, Adam lr 1e-3,
-    and a floor on the number of optimiser steps so small data sets are trained long enough.
+    a floor on the number of optimiser steps so small data sets are trained long enough; the local batch
+    prior (:mod:`davae.prior`, λ 0.1) and the batch as a gene-wise scale and shift of the decoder's output
+    (``decoder_batch_mode="affine"``) so that batches of different composition keep their cell types apart.
 """
 
 from __future__ import annotations
