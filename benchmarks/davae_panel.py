@@ -126,10 +126,8 @@ VARIANTS: dict[str, dict] = {
     # the previous default (the adversary everywhere, λ 1)
     "davae_no_adversary": {"domain_lambda": 0.0},
     "davae_global": {"domain_prior": "none", "domain_lambda": 1.0},
-    # the default before the affine decoder: the batch one-hot on the decoder's input (and 30 prior neighbours)
-    "davae_input": {"decoder_batch_mode": "input", "prior_neighbors": 30},
-    # the affine decoder with the prior's earlier neighbourhood
-    "davae_k30": {"prior_neighbors": 30},
+    # the default before the affine decoder: the batch one-hot on the decoder's input
+    "davae_input": {"decoder_batch_mode": "input"},
 }
 
 
