@@ -115,7 +115,7 @@ class DAVAEParams:
     lambda_schedule: str = "constant"
     domain_prior: str = "local"
     prior_warmup: float = 0.25
-    prior_neighbors: int = 90
+    prior_neighbors: int = 30
     prior_share: float = 0.1
     prior_smoothing: int = 1
     epochs: int = 20

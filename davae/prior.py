@@ -43,7 +43,7 @@ def neighbour_batch_shares(z: np.ndarray, codes: np.ndarray, n_batches: int, k: 
     return shares / shares.max(1, keepdims=True)
 
 
-def local_batch_prior(z: np.ndarray, codes: np.ndarray, n_batches: int, *, k: int = 90, share: float = 0.1,
+def local_batch_prior(z: np.ndarray, codes: np.ndarray, n_batches: int, *, k: int = 30, share: float = 0.1,
                       smoothing: int = 1) -> np.ndarray:
     """Cells × batches log-prior for the classifier's logits: 0 where the batch is present around the cell
     (see the module docstring), ``log(FLOOR)`` elsewhere; the cell's own batch always 0."""
