@@ -22,6 +22,17 @@ from .presets import DAVAEParams, get_params
 _FORMAT = "davae-model/1"
 
 
+def _build_module(p: DAVAEParams, n_genes: int, n_batches: int) -> DAVAEModule:
+    """The network of parameters ``p`` for ``n_genes`` genes and ``n_batches`` batches (fit and load alike)."""
+    return DAVAEModule(
+        n_genes=n_genes, n_batches=n_batches, hidden_layers=p.hidden_layers, latent_dim=p.latent_dim,
+        encoder_batch=p.encoder_batch, decoder_batch=p.decoder_batch, dropout_encoder=p.dropout_encoder,
+        dropout_decoder=p.dropout_decoder, dropout_classifier=p.dropout_classifier,
+        classifier_hidden=p.classifier_hidden, classifier_depth=p.classifier_depth,
+        decoder_batch_mode=p.decoder_batch_mode,
+    )
+
+
 class DAVAE:
     """Domain-adversarial variational autoencoder for single-cell batch integration.
 
@@ -55,14 +66,7 @@ class DAVAE:
         self.batch_categories: list[str] = cats
         self.var_names: list[str] = [str(v) for v in adata.var_names]
         self._codes = codes
-        self.module = DAVAEModule(
-            n_genes=adata.n_vars, n_batches=len(cats), hidden_layers=self.params.hidden_layers,
-            latent_dim=self.params.latent_dim, encoder_batch=self.params.encoder_batch,
-            decoder_batch=self.params.decoder_batch, dropout_encoder=self.params.dropout_encoder,
-            dropout_decoder=self.params.dropout_decoder, dropout_classifier=self.params.dropout_classifier,
-            classifier_hidden=self.params.classifier_hidden, classifier_depth=self.params.classifier_depth,
-            decoder_batch_mode=self.params.decoder_batch_mode,
-        )
+        self.module = _build_module(self.params, adata.n_vars, len(cats))
         self.history: dict[str, list[float]] = {}
         self.is_trained = False
         self.device = torch.device("cpu")
@@ -186,14 +190,7 @@ class DAVAE:
         self.batch_categories = list(state["batch_categories"])
         self.var_names = list(state["var_names"])
         self.history = {k: list(v) for k, v in state["history"].items()}
-        self.module = DAVAEModule(
-            n_genes=len(self.var_names), n_batches=len(self.batch_categories),
-            hidden_layers=params.hidden_layers, latent_dim=params.latent_dim,
-            encoder_batch=params.encoder_batch, decoder_batch=params.decoder_batch,
-            dropout_encoder=params.dropout_encoder, dropout_decoder=params.dropout_decoder,
-            dropout_classifier=params.dropout_classifier, classifier_hidden=params.classifier_hidden,
-            classifier_depth=params.classifier_depth, decoder_batch_mode=params.decoder_batch_mode,
-        )
+        self.module = _build_module(params, len(self.var_names), len(self.batch_categories))
         self.module.load_state_dict(state["state_dict"])
         self.module.eval()
         self.device = training.resolve_device(device)
