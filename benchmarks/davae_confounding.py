@@ -19,20 +19,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.neighbors import NearestNeighbors
 
 import davae
 import davae.prior
 import davae.training
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from davae_panel import DESIGNS, prepared  # noqa: E402
+from davae_panel import DESIGNS, neighbours, prepared  # noqa: E402
 
 
 def own_type_share(x: np.ndarray, cell_type: np.ndarray, groups: np.ndarray, k: int = 15) -> pd.DataFrame:
     """Per group: cells, fraction of the k nearest neighbours (the cell excluded) of the cell's own type, and
     the groups most of the other-type neighbours come from."""
-    idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+    idx = neighbours(x, k)
     rows = []
     for g in pd.unique(groups):
         m = groups == g
