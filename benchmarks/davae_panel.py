@@ -128,6 +128,9 @@ VARIANTS: dict[str, dict] = {
     "davae_global": {"domain_prior": "none", "domain_lambda": 1.0},
     # the default before the affine decoder: the batch one-hot on the decoder's input
     "davae_input": {"decoder_batch_mode": "input"},
+    # measured and not the default: the same fit, the PCs of the batch-corrected expression as the embedding
+    # (docs/davae.md, "The embedding")
+    "davae_pcs": {"embedding": "corrected_pca"},
     # measured and rejected: the local prior over 90 neighbours (docs/davae.md, "The decoder's batch")
     "davae_k90": {"prior_neighbors": 90},
 }

@@ -76,8 +76,11 @@ def integrate(
     Returns
     -------
     AnnData with the input's cells and obs (same order) and
-    ``obsm['X_davae']`` (latent mean), ``layers['davae_recovered']`` (decoder(z mean, own batch), same
-    shape as ``X``; only with ``recover=True``) and ``uns['davae']`` (``preset``, ``params``, ``seed``, ``device``, ``precision``, ``history``).
+    ``obsm['X_davae']`` (latent mean), ``obsm['X_davae_pca']`` (only with ``embedding="corrected_pca"``:
+    principal components of the batch-corrected expression, see :meth:`davae.DAVAE.corrected_pca`), ``layers['davae_recovered']`` (decoder(z mean, own batch), same
+    shape as ``X``; only with ``recover=True``) and ``uns['davae']`` (``preset``, ``params``, ``seed``,
+    ``device``, ``precision``, ``batch_key``, ``batch_categories``, ``history``, and ``embedding``: the
+    ``obsm`` key of the embedding to use downstream, ``X_davae_pca`` or ``X_davae``).
     """
     out, _ = integrate_with_model(adata, batch_key=batch_key, preset=preset, preprocess=preprocess, seed=seed,
                                   device=device, precision=precision, copy=copy, progress=progress, recover=recover,
@@ -109,6 +112,10 @@ def integrate_with_model(adata: AnnData, batch_key: str = "batch", preset: str =
         model.preset = preset
         model.fit(seed=seed, device=device, progress=progress, precision=precision)
         out.obsm["X_davae"] = model.transform()
+        embedding = "X_davae"
+        if params.embedding == "corrected_pca":
+            embedding = "X_davae_pca"
+            out.obsm[embedding] = model.corrected_pca(latent=out.obsm["X_davae"])
         if recover:
             out.layers["davae_recovered"] = model.recover()
         out.uns["davae"] = {
@@ -118,6 +125,7 @@ def integrate_with_model(adata: AnnData, batch_key: str = "batch", preset: str =
             "device": str(model.device),
             "precision": precision,
             "batch_key": batch_key,
+            "embedding": embedding,
             "batch_categories": list(model.batch_categories),
             "history": {k: np.asarray(v, dtype=np.float64) for k, v in model.history.items()},
         }

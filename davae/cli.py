@@ -18,7 +18,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     i = sub.add_parser("integrate", help="integrate the batches of an .h5ad file",
                        description="Read raw counts, preprocess (unless --no-preprocess), train DAVAE, and write "
-                                   "the input's obs with obsm['X_davae'] and layers['davae_recovered'].")
+                                   "the input's obs with obsm['X_davae'] (latent mean; with --embedding "
+                                   "corrected_pca also obsm['X_davae_pca']) and layers['davae_recovered'].")
     i.add_argument("input", help="input .h5ad (raw counts in X, or log-normalised with --no-preprocess)")
     i.add_argument("output", help="output .h5ad (written atomically)")
     i.add_argument("--batch-key", default="batch", help="obs column with each cell's batch (default: batch)")
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--min-steps", type=int)
     i.add_argument("--lr", type=float)
     i.add_argument("--n-top-genes", type=int)
+    i.add_argument("--embedding", choices=["latent", "corrected_pca"],
+                   help="embedding to recommend (uns['davae']['embedding']); corrected_pca also writes "
+                        "obsm['X_davae_pca'], PCs of the batch-corrected expression (default: latent)")
     i.add_argument("--save-model", help="also write the trained model to this file")
     i.add_argument("--no-progress", action="store_true",
                    help="no progress (default: a bar on a terminal, a loss line every few epochs in a log)")
@@ -66,7 +70,7 @@ def _integrate(args: argparse.Namespace) -> None:
         adata = ad.read_h5ad(src)
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "domain_lambda", "latent_dim",
                                                 "hidden_layers", "min_steps", "lr", "n_top_genes",
-                                                "early_stopping")
+                                                "early_stopping", "embedding")
                  if getattr(args, k) is not None}
     out, model = integrate_with_model(adata, batch_key=args.batch_key, preset=args.preset, preprocess=not args.no_preprocess,
                     seed=args.seed, device=args.device, precision=args.precision, progress=not args.no_progress,
@@ -83,8 +87,9 @@ def _integrate(args: argparse.Namespace) -> None:
             os.unlink(tmp)
     if args.save_model:
         model.save(args.save_model)
-    print(f"davae: wrote {dst} ({out.n_obs} cells x {out.n_vars} genes, obsm['X_davae'] "
-          f"{out.obsm['X_davae'].shape[1]}-d)", file=sys.stderr)
+    key = out.uns["davae"]["embedding"]
+    print(f"davae: wrote {dst} ({out.n_obs} cells x {out.n_vars} genes, embedding obsm['{key}'] "
+          f"{out.obsm[key].shape[1]}-d)", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

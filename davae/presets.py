@@ -29,6 +29,7 @@ RECON_LOSSES = ("scbean", "gaussian")
 LAMBDA_SCHEDULES = ("constant", "ganin")
 DOMAIN_PRIORS = ("none", "local")
 DECODER_BATCH_MODES = ("input", "affine")
+EMBEDDINGS = ("latent", "corrected_pca")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,16 @@ class DAVAEParams:
         Cells per minibatch.
     lr, adam_eps, weight_decay
         Adam settings (scbean: Keras Adam, lr 0.01, eps 1e-7).
+    embedding, embedding_pcs
+        The embedding recommended for downstream use (``uns['davae']['embedding']`` names its ``obsm`` key;
+        the study's ``X_emb``). ``"latent"`` (both presets): the latent mean ``z`` (``obsm['X_davae']``).
+        ``"corrected_pca"``: also compute, and recommend, the first ``embedding_pcs`` principal components of
+        the batch-corrected expression, every cell decoded from its ``z`` under the average batch
+        (``obsm['X_davae_pca']``, :func:`davae.training.corrected_pca`). The same batch mixing (a function of
+        ``z`` alone) in the geometry of expression space, where types lie far apart relative to the spread
+        within them: k-means finds them (Tran's ARI 1.00 on every cell-line design of the panel, where the
+        latent gives 0.52–0.92), but Leiden splits types more and mixtures (Visium spots) are scored worse,
+        so it is not the default (docs/davae.md, "The embedding"). ``X_davae`` is written either way.
     n_top_genes, target_sum
         Preprocessing when ``preprocess=True``: per-batch ``normalize_total(target_sum)`` + ``log1p``,
         Seurat-flavour HVG per batch ranked by the number of batches, top ``n_top_genes``.
@@ -127,6 +138,8 @@ class DAVAEParams:
     lr: float = 1e-3
     adam_eps: float = 1e-7
     weight_decay: float = 0.0
+    embedding: str = "latent"
+    embedding_pcs: int = 30
     n_top_genes: int = 2000
     target_sum: float = 1e6
 
@@ -189,7 +202,8 @@ def get_params(preset: str | DAVAEParams = "default", **overrides: Any) -> DAVAE
 def _check(p: DAVAEParams) -> None:
     if not p.hidden_layers or any(int(h) < 1 for h in p.hidden_layers):
         raise ValueError(f"hidden_layers must be positive widths, got {list(p.hidden_layers)}")
-    for name in ("latent_dim", "epochs", "batch_size", "classifier_hidden", "classifier_depth", "n_top_genes"):
+    for name in ("latent_dim", "epochs", "batch_size", "classifier_hidden", "classifier_depth", "n_top_genes",
+                 "embedding_pcs"):
         if int(getattr(p, name)) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(p, name)}")
     if p.batch_size < 2:
@@ -215,6 +229,8 @@ def _check(p: DAVAEParams) -> None:
         raise ValueError(f"recon_loss must be one of {RECON_LOSSES}, got {p.recon_loss!r}")
     if p.decoder_batch_mode not in DECODER_BATCH_MODES:
         raise ValueError(f"decoder_batch_mode must be one of {DECODER_BATCH_MODES}, got {p.decoder_batch_mode!r}")
+    if p.embedding not in EMBEDDINGS:
+        raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {p.embedding!r}")
     if p.domain_prior not in DOMAIN_PRIORS:
         raise ValueError(f"domain_prior must be one of {DOMAIN_PRIORS}, got {p.domain_prior!r}")
     if not 0.0 <= p.prior_warmup < 1.0:

@@ -352,3 +352,61 @@ def decode(module: DAVAEModule, Z: np.ndarray, codes: np.ndarray, *, batch_size:
         z = torch.from_numpy(np.ascontiguousarray(Z[i : i + batch_size], dtype=np.float32)).to(device)
         out[i : i + batch_size] = module.decode(z, eye[codes[i : i + batch_size]].to(device)).cpu().numpy()
     return out
+
+
+@torch.no_grad()
+def corrected_pca(module: DAVAEModule, Z: np.ndarray, n_comps: int, *, batch_size: int = 4096,
+                  device: torch.device = torch.device("cpu")) -> np.ndarray:
+    """Principal components of the batch-corrected expression of latent ``Z`` (cells × ``n_comps`` float32).
+
+    Every cell is decoded from its latent mean under the *average* batch (the one-hot replaced by ``1/B`` for
+    each of the ``B`` batches: with ``decoder_batch_mode="affine"`` the mean of the batches' gene-wise log-scales
+    and shifts), so no batch is the reference and the result is a function of ``z`` alone. The decoded matrix
+    is never held whole: two passes over chunks of ``batch_size`` cells, the first accumulating the genes ×
+    genes covariance (float64 sums of float32 chunk products, centred on the first chunk's mean), the second
+    projecting onto its top eigenvectors (exact ``eigh``). With no more cells than genes, the decoded matrix
+    (then no larger than that covariance) is held and the cells × cells Gram matrix decomposed instead.
+    Component signs are fixed (largest loading positive), so the result is deterministic. At most
+    ``min(n_comps, n_genes, n_cells - 1)`` components.
+    """
+    n, n_genes = Z.shape[0], module.n_genes
+    if n < 2:
+        raise ValueError(f"corrected_pca needs at least two cells, got {n}")
+    k = int(min(n_comps, n_genes, n - 1))
+    module.to(device).eval()
+    average = torch.full((1, module.n_batches), 1.0 / module.n_batches, device=device)
+
+    def chunks():
+        for i in range(0, n, batch_size):
+            z = torch.from_numpy(np.ascontiguousarray(Z[i : i + batch_size], dtype=np.float32)).to(device)
+            yield i, module.decode(z, average.expand(z.shape[0], -1)).float()
+
+    if n <= n_genes:  # few cells: the cells × cells Gram matrix is the smaller eigenproblem (same result)
+        x = torch.cat([c for _, c in chunks()]).double()
+        centre = x.mean(0)
+        x = x - centre
+        vals, vecs = torch.linalg.eigh(x @ x.T)
+        vals, vecs = vals[-k:].flip(0), vecs[:, -k:].flip(1)
+        comps = (x.T @ vecs) / vals.clamp_min(1e-300).sqrt()  # the covariance's unit eigenvectors
+        comps = comps * torch.sign(comps[comps.abs().argmax(0), torch.arange(k, device=device)])
+        return (x @ comps).float().cpu().numpy()
+    else:
+        shift = s1 = s2 = None
+        for _, x in chunks():
+            if shift is None:
+                shift = x.mean(0)
+                s1 = torch.zeros(n_genes, dtype=torch.float64, device=device)
+                s2 = torch.zeros(n_genes, n_genes, dtype=torch.float64, device=device)
+            y = x - shift
+            s1 += y.sum(0, dtype=torch.float64)
+            s2 += (y.T @ y).double()
+        m = s1 / n
+        _, vecs = torch.linalg.eigh(s2 - n * torch.outer(m, m))  # ascending eigenvalues
+        comps = vecs[:, -k:].flip(1)
+        centre = shift.double() + m
+    pivot = comps.abs().argmax(0)
+    comps = comps * torch.sign(comps[pivot, torch.arange(k, device=device)])
+    out = np.empty((n, k), dtype=np.float32)
+    for i, x in chunks():
+        out[i : i + x.shape[0]] = ((x.double() - centre) @ comps).float().cpu().numpy()
+    return out

@@ -1,4 +1,8 @@
-"""DAVAE through the ``davae`` package: embedding (z mean) and recovered expression.
+"""DAVAE through the ``davae`` package: embedding and recovered expression.
+
+``X_emb`` is the embedding the preset recommends (``uns['davae']['embedding']``): the latent mean ``z``
+(``obsm['X_davae']``) in both presets; ``embedding: corrected_pca`` makes it the principal components of the
+batch-corrected decoded expression (``obsm['X_davae_pca']``; docs/davae.md, "The embedding").
 
 Params are the ``davae.integrate`` overrides (see docs/davae.md), e.g. ``preset`` (``default`` — the study's
 corrected model — or ``scbean``, the released behaviour), ``epochs``, ``domain_lambda``, ``batch_size``,
@@ -24,7 +28,7 @@ def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", preset: str =
                           precision=precision, progress=progress, copy=False, recover=corrected, threads=threads,
                           **overrides)
     out = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy())
-    out.obsm["X_emb"] = res.obsm["X_davae"]
+    out.obsm["X_emb"] = res.obsm[res.uns["davae"]["embedding"]]  # the preset's: z, or the corrected PCs
     if corrected:
         out.layers["corrected"] = res.layers["davae_recovered"]
     if "davae" in res.uns:
