@@ -77,8 +77,9 @@ def integrate(
     -------
     AnnData with the input's cells and obs (same order) and
     ``obsm['X_davae']`` (latent mean), ``obsm['X_davae_pca']`` (only with ``embedding="corrected_pca"``:
-    principal components of the batch-corrected expression, see :meth:`davae.DAVAE.corrected_pca`), ``layers['davae_recovered']`` (decoder(z mean, own batch), same
-    shape as ``X``; only with ``recover=True``) and ``uns['davae']`` (``preset``, ``params``, ``seed``,
+    principal components of the batch-corrected expression, see :meth:`davae.DAVAE.corrected_pca`),
+    ``layers['davae_recovered']`` (decoder(z mean, own batch), same shape as ``X``; only with
+    ``recover=True``) and ``uns['davae']`` (``preset``, ``params``, ``seed``,
     ``device``, ``precision``, ``batch_key``, ``batch_categories``, ``history``, and ``embedding``: the
     ``obsm`` key of the embedding to use downstream, ``X_davae_pca`` or ``X_davae``).
     """

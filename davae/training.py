@@ -381,15 +381,14 @@ def corrected_pca(module: DAVAEModule, Z: np.ndarray, n_comps: int, *, batch_siz
             z = torch.from_numpy(np.ascontiguousarray(Z[i : i + batch_size], dtype=np.float32)).to(device)
             yield i, module.decode(z, average.expand(z.shape[0], -1)).float()
 
+    held = None
     if n <= n_genes:  # few cells: the cells × cells Gram matrix is the smaller eigenproblem (same result)
-        x = torch.cat([c for _, c in chunks()]).double()
-        centre = x.mean(0)
-        x = x - centre
-        vals, vecs = torch.linalg.eigh(x @ x.T)
-        vals, vecs = vals[-k:].flip(0), vecs[:, -k:].flip(1)
-        comps = (x.T @ vecs) / vals.clamp_min(1e-300).sqrt()  # the covariance's unit eigenvectors
-        comps = comps * torch.sign(comps[comps.abs().argmax(0), torch.arange(k, device=device)])
-        return (x @ comps).float().cpu().numpy()
+        held = torch.cat([c for _, c in chunks()]).double()
+        centre = held.mean(0)
+        c = held - centre
+        vals, vecs = torch.linalg.eigh(c @ c.T)  # ascending eigenvalues
+        # the covariance's unit eigenvectors
+        comps = (c.T @ vecs[:, -k:].flip(1)) / vals[-k:].flip(0).clamp_min(1e-300).sqrt()
     else:
         shift = s1 = s2 = None
         for _, x in chunks():
@@ -404,8 +403,9 @@ def corrected_pca(module: DAVAEModule, Z: np.ndarray, n_comps: int, *, batch_siz
         _, vecs = torch.linalg.eigh(s2 - n * torch.outer(m, m))  # ascending eigenvalues
         comps = vecs[:, -k:].flip(1)
         centre = shift.double() + m
-    pivot = comps.abs().argmax(0)
-    comps = comps * torch.sign(comps[pivot, torch.arange(k, device=device)])
+    comps = comps * torch.sign(comps[comps.abs().argmax(0), torch.arange(k, device=device)])
+    if held is not None:  # the decoded cells are at hand: no second decoding pass
+        return ((held - centre) @ comps).float().cpu().numpy()
     out = np.empty((n, k), dtype=np.float32)
     for i, x in chunks():
         out[i : i + x.shape[0]] = ((x.double() - centre) @ comps).float().cpu().numpy()
