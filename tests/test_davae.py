@@ -343,6 +343,18 @@ def test_integrate_contract_preprocess_false(sparse):
     assert "X_davae" not in a.obsm  # copy=True leaves the input alone
 
 
+def _assert_pcs_of(got: np.ndarray, decoded: np.ndarray) -> None:
+    """``got`` are the PCs of ``decoded`` (an SVD of the centred matrix), up to each component's sign, and that
+    sign is the convention's: the largest loading of each component is positive."""
+    centred = decoded - decoded.mean(0)
+    want = centred @ np.linalg.svd(centred, full_matrices=False)[2][: got.shape[1]].T
+    for j in range(got.shape[1]):
+        sign = np.sign(got[:, j] @ want[:, j])
+        np.testing.assert_allclose(got[:, j], sign * want[:, j], rtol=0, atol=1e-4 * np.abs(want[:, j]).max())
+        loading = centred.T @ got[:, j]
+        assert loading[np.abs(loading).argmax()] > 0
+
+
 def test_corrected_pca_is_the_pca_of_the_expression_decoded_under_the_average_batch():
     a = _lognorm(_toy(n_per_batch=50, n_batches=3))
     m = davae.DAVAE(a, batch_key="batch", **TINY).fit(seed=0, device="cpu", progress=False)
@@ -351,31 +363,16 @@ def test_corrected_pca_is_the_pca_of_the_expression_decoded_under_the_average_ba
     mod = m.module.eval()
     with torch.no_grad():
         dec = mod.decode(torch.from_numpy(z), torch.full((len(z), 3), 1 / 3)).double().numpy()
-    centred = dec - dec.mean(0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
-    want = centred @ vt[:4].T
     from davae.training import corrected_pca
     got = corrected_pca(mod, z, 4, batch_size=37)  # several chunks, the last one short
     assert got.shape == (a.n_obs, 4) and got.dtype == np.float32
-    for j in range(4):  # equal up to each component's sign, which is fixed by the largest loading
-        sign = np.sign(got[:, j] @ want[:, j])
-        np.testing.assert_allclose(got[:, j], sign * want[:, j], rtol=0, atol=1e-4 * np.abs(want[:, j]).max())
-        loading = centred.T @ got[:, j]  # sign convention: the largest loading is positive
-        assert loading[np.abs(loading).argmax()] > 0
+    _assert_pcs_of(got, dec)
     # chunking changes only the rounding of the sums
     np.testing.assert_allclose(got, corrected_pca(mod, z, 4, batch_size=4096), rtol=0, atol=1e-5)
     # the model's method is the same function of its cells' latent means (no batch codes enter)
     np.testing.assert_array_equal(m.corrected_pca(n_comps=4, latent=z), corrected_pca(mod, z, 4))
-    # fewer cells than genes (30): the cells × cells route gives the same components
-    few = corrected_pca(mod, z[:20], 4)
-    c = dec[:20] - dec[:20].mean(0)
-    want_few = c @ np.linalg.svd(c, full_matrices=False)[2][:4].T
-    for j in range(4):
-        sign = np.sign(few[:, j] @ want_few[:, j])
-        np.testing.assert_allclose(few[:, j], sign * want_few[:, j], rtol=0, atol=1e-4 * np.abs(want_few[:, j]).max())
-        # the same sign convention on both routes: the largest loading is positive
-        loading = c.T @ few[:, j]
-        assert loading[np.abs(loading).argmax()] > 0
+    # fewer cells than genes (30): the cells × cells route gives the same components, same sign convention
+    _assert_pcs_of(corrected_pca(mod, z[:20], 4), dec[:20])
     assert corrected_pca(mod, z[:3], 30).shape == (3, 2)  # at most n_cells - 1 components
 
 
