@@ -3,8 +3,9 @@
 One default fit on a panel design (with ``embedding="corrected_pca"``, which changes nothing in the fit); for embeddings of the same cells (the latent mean ``X_davae``, the
 principal components of the batch-corrected expression ``X_davae_pca``, 50 PCs of the log-normalised input,
 uncorrected, and with ``--screen`` the alternatives screened for ``X_davae_pca``: decoding under the first
-batch instead of the average one, the decoder's output before its softplus, its last hidden layer, and the
-corrected PCs whitened), per cell type: its rms radius over the distance to the nearest other type's centroid;
+batch instead of the average one, the decoder's output before its softplus, its last hidden layer, the
+corrected PCs whitened, and two linear maps of the latent read off the decoder, :func:`linear_metric` and
+:func:`jacobian_metric`), per cell type: its rms radius over the distance to the nearest other type's centroid;
 then k-means (k = number of types, one random start, 30 iterations: Tran's protocol) ARI over five starts,
 the Leiden clustering at resolution 0.1 (clusters, ARI) and the panel's scores. Also the time
 ``DAVAE.corrected_pca`` took. The measurements behind docs/davae.md, "The embedding".
@@ -43,6 +44,38 @@ def spread_ratios(x: np.ndarray, cell_type: np.ndarray) -> dict[str, float]:
     return dict(zip(types, np.round(rad / d.min(1), 2)))
 
 
+def _decoded(model, z: np.ndarray) -> np.ndarray:
+    """Expression decoded from latent ``z`` under the average batch (float64), as ``X_davae_pca`` uses it."""
+    import torch
+
+    mod = model.module.eval()
+    with torch.no_grad():
+        zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
+        return mod.decode(zt, torch.full((len(z), mod.n_batches), 1.0 / mod.n_batches)).double().numpy()
+
+
+def linear_metric(model, z: np.ndarray) -> np.ndarray:
+    """The latent through the least-squares linear map ``A`` (latent x genes) from the centred latent to the
+    centred average-batch decoded expression, in its principal axes: ``z_c U S`` where ``A = U S V^T``. A
+    linear map of ``z`` (distances are those between the linear parts of the decoded profiles)."""
+    xc = _decoded(model, z)
+    xc -= xc.mean(0)
+    zc = z.astype(np.float64) - z.mean(0)
+    a = np.linalg.lstsq(zc, xc, rcond=None)[0]
+    u, s, _ = np.linalg.svd(a, full_matrices=False)
+    return (zc @ u * s).astype(np.float32)
+
+
+def jacobian_metric(model, z: np.ndarray, eps: float = 1e-2) -> np.ndarray:
+    """The latent in the decoder's mean Jacobian metric: ``z_c M`` with ``M = (mean_i J_i^T J_i)^(1/2)``,
+    ``J_i`` the finite-difference Jacobian (genes x latent) of the average-batch decoder at cell ``i``."""
+    base = _decoded(model, z)
+    jac = np.stack([(_decoded(model, z + eps * np.eye(z.shape[1], dtype=z.dtype)[d]) - base) / eps
+                    for d in range(z.shape[1])], axis=2)  # cells x genes x latent
+    w, v = np.linalg.eigh(np.einsum("ngl,ngm->lm", jac, jac) / len(z))
+    return ((z - z.mean(0)) @ (v * np.sqrt(np.clip(w, 0, None))) @ v.T).astype(np.float32)
+
+
 def screened(model, z: np.ndarray, pcs: np.ndarray) -> dict[str, np.ndarray]:
     """The alternatives to the corrected PCs measured on the way (docs/davae.md, "The embedding")."""
     import torch
@@ -64,6 +97,8 @@ def screened(model, z: np.ndarray, pcs: np.ndarray) -> dict[str, np.ndarray]:
            "corrected PCs whitened (each / its sd)": pcs / pcs.std(0)}
     if hidden is not None:
         out["decoder's last hidden layer"] = hidden
+    out["latent, linear map to the decoded expression (z_c U S)"] = linear_metric(model, z)
+    out["latent, decoder's mean Jacobian metric"] = jacobian_metric(model, z)
     return out
 
 
