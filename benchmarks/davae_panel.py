@@ -133,6 +133,10 @@ VARIANTS: dict[str, dict] = {
     "davae_pcs": {"embedding": "corrected_pca"},
     # measured and rejected: the local prior over 90 neighbours (docs/davae.md, "The decoder's batch")
     "davae_k90": {"prior_neighbors": 90},
+    # the opt-in global fallback where the warm-up latent shares no neighbourhood between groups of batches
+    # (docs/davae.md, "Batches that share no neighbourhood"); on designs where it does not trigger, the
+    # default's fit
+    "davae_fb": {"prior_fallback": True},
 }
 
 

@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--embedding", choices=["latent", "corrected_pca"],
                    help="embedding to recommend (uns['davae']['embedding']); corrected_pca also writes "
                         "obsm['X_davae_pca'], PCs of the batch-corrected expression (default: latent)")
+    i.add_argument("--prior-fallback", action="store_true", default=None,
+                   help="when the warm-up latent shows no shared neighbourhood between groups of batches, align "
+                        "them with the global adversary instead of leaving them apart (the fit warns when so)")
     i.add_argument("--save-model", help="also write the trained model to this file")
     i.add_argument("--no-progress", action="store_true",
                    help="no progress (default: a bar on a terminal, a loss line every few epochs in a log)")
@@ -70,7 +73,7 @@ def _integrate(args: argparse.Namespace) -> None:
         adata = ad.read_h5ad(src)
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "domain_lambda", "latent_dim",
                                                 "hidden_layers", "min_steps", "lr", "n_top_genes",
-                                                "early_stopping", "embedding")
+                                                "early_stopping", "embedding", "prior_fallback")
                  if getattr(args, k) is not None}
     out, model = integrate_with_model(adata, batch_key=args.batch_key, preset=args.preset, preprocess=not args.no_preprocess,
                     seed=args.seed, device=args.device, precision=args.precision, progress=not args.no_progress,

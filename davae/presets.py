@@ -77,6 +77,13 @@ class DAVAEParams:
         learns) before the local prior is computed; only with ``domain_prior="local"``.
     prior_neighbors, prior_share, prior_smoothing
         The local prior's neighbourhood size, share threshold and smoothing steps (see :mod:`davae.prior`).
+    prior_fallback
+        When the warm-up latent splits the batches into groups that share no neighbourhood (no batch of one
+        group present around even 5 % of another group's cells: :func:`davae.prior.batch_groups`), the local
+        prior leaves the groups unaligned and training warns. ``True`` drops the prior for every cell instead
+        (the global adversary, after the same warm-up): for batches known to share cell types under a batch
+        effect the warm-up does not bridge. Not for mixtures against single cells (spots) or batches with
+        different cell types (docs/davae.md, "Batches that share no neighbourhood").
     epochs
         Passes over the data.
     min_steps
@@ -129,6 +136,7 @@ class DAVAEParams:
     prior_neighbors: int = 30
     prior_share: float = 0.1
     prior_smoothing: int = 1
+    prior_fallback: bool = False
     epochs: int = 20
     min_steps: int = 2000
     early_stopping: bool = False
@@ -238,5 +246,7 @@ def _check(p: DAVAEParams) -> None:
     if p.prior_neighbors < 1 or p.prior_smoothing < 0 or not 0.0 < p.prior_share <= 1.0:
         raise ValueError("prior_neighbors must be >= 1, prior_smoothing >= 0 and prior_share in (0, 1]; got "
                          f"{p.prior_neighbors}, {p.prior_smoothing}, {p.prior_share}")
+    if not isinstance(p.prior_fallback, bool):
+        raise ValueError(f"prior_fallback must be True or False, got {p.prior_fallback!r}")
     if p.lambda_schedule not in LAMBDA_SCHEDULES:
         raise ValueError(f"lambda_schedule must be one of {LAMBDA_SCHEDULES}, got {p.lambda_schedule!r}")

@@ -12,16 +12,25 @@ mix a cell with the batches already near it. A cell with no other batch near it 
 normalised by ``b``'s size, is at least ``share`` × the largest such share there, after the neighbour
 counts are averaged once over the neighbours (one step of smoothing on the kNN graph, so the estimate rests
 on about k² cells). A cell's own batch is always present.
+
+When the warm-up latent shows no overlap at all between groups of batches (the batches' overlap graph,
+:func:`batch_groups`, falls apart), the prior leaves those groups unaligned: right when they hold different
+cell types, wrong when a batch effect the warm-up did not bridge keeps shared types apart. Training then warns,
+and ``prior_fallback=True`` drops the prior for every cell (the global adversary) instead.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import NearestNeighbors
 
 FLOOR = 1e-3
 """Prior probability of a batch absent from a cell's neighbourhood."""
+
+OVERLAP_MIN = 0.05
+"""Two batches are linked in the overlap graph when at least this share of one's cells has the other present."""
 
 
 def neighbour_batch_shares(z: np.ndarray, codes: np.ndarray, n_batches: int, k: int,
@@ -50,3 +59,30 @@ def local_batch_prior(z: np.ndarray, codes: np.ndarray, n_batches: int, *, k: in
     present = neighbour_batch_shares(z, codes, n_batches, k, smoothing) >= share
     present[np.arange(len(codes)), codes] = True
     return np.where(present, 0.0, np.log(FLOOR)).astype(np.float32)
+
+
+def batch_overlap(log_prior: np.ndarray, codes: np.ndarray, n_batches: int) -> np.ndarray:
+    """Batches × batches: entry ``[a, b]`` is the share of batch ``a``'s cells around which the prior (from
+    :func:`local_batch_prior`) counts batch ``b`` as present (1 on the diagonal; NaN for an empty batch)."""
+    present = np.asarray(log_prior) == 0
+    codes = np.asarray(codes)
+    out = np.full((n_batches, n_batches), np.nan)
+    for a in range(n_batches):
+        rows = present[codes == a]
+        if len(rows):
+            out[a] = rows.mean(0)
+    return out
+
+
+def batch_groups(overlap: np.ndarray, min_share: float = OVERLAP_MIN) -> list[list[int]]:
+    """Connected groups of batches in the overlap graph: ``a`` and ``b`` are linked when at least
+    ``min_share`` of ``a``'s cells have ``b`` present, or of ``b``'s cells ``a``. One group = every batch
+    reachable from every other through shared neighbourhoods; several = the prior aligns nothing between
+    them. Groups in order of their first batch."""
+    o = np.nan_to_num(np.asarray(overlap, dtype=float))
+    link = (o >= min_share) | (o.T >= min_share)
+    _, label = connected_components(sp.csr_matrix(link), directed=False)
+    groups: dict[int, list[int]] = {}
+    for b, g in enumerate(label):
+        groups.setdefault(int(g), []).append(b)
+    return list(groups.values())

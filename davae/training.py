@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from ._progress import EpochProgress
 from ._threads import torch_threads
 from .module import DAVAEModule, davae_loss, ganin_lambda
 from .presets import DAVAEParams
-from .prior import local_batch_prior
+from .prior import batch_groups, batch_overlap, local_batch_prior
 
 
 #: Minibatch entries (cells × input genes) per torch thread in the CPU minibatch loop. A training step's
@@ -177,6 +178,25 @@ def validation_split(codes: np.ndarray, fraction: float, seed: int,
     return np.setdiff1d(np.arange(len(codes)), val), val
 
 
+def _unbridged(log_prior: np.ndarray, codes: np.ndarray, n_batches: int, fallback: bool,
+               batch_names: list[str] | None) -> np.ndarray:
+    """The local prior as computed, unless the batches' overlap graph falls apart
+    (:func:`davae.prior.batch_groups`): then a warning naming the groups, or with ``fallback`` the global
+    prior (every batch present around every cell)."""
+    groups = batch_groups(batch_overlap(log_prior, codes, n_batches))
+    if len(groups) < 2:
+        return log_prior
+    if fallback:
+        return np.zeros_like(log_prior)
+    names = batch_names or [str(b) for b in range(n_batches)]
+    listed = " | ".join(", ".join(str(names[b]) for b in g) for g in groups)
+    warnings.warn(f"DAVAE: these groups of batches share no neighbourhood in the warm-up latent, so the local "
+                  f"batch prior leaves them unaligned: {listed}. If they hold the same cell types, refit with "
+                  f"prior_fallback=True (command line: --prior-fallback); docs/davae.md, 'Batches that share "
+                  f"no neighbourhood'.", UserWarning, stacklevel=2)
+    return log_prior
+
+
 def train(
     module: DAVAEModule,
     X: Any,
@@ -196,7 +216,7 @@ def train(
     ``params.early_stopping``, the held-out loss ``val_loss`` (the best epoch's weights are restored).
 
     ``precision``: see :func:`resolve_precision`; ``rows_on_device``: see :class:`MinibatchSource`;
-    ``batch_names``: the batch labels of the codes, for error messages."""
+    ``batch_names``: the batch labels of the codes, for error messages and the unbridged-batches warning."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     module.to(device).train()
@@ -264,9 +284,10 @@ def train(
                 with torch_threads(all_threads):
                     z = encode(module, X, np.asarray(codes), device=device)
                     module.train()
-                    prior = torch.from_numpy(local_batch_prior(
-                        z, np.asarray(codes), module.n_batches, k=params.prior_neighbors,
-                        share=params.prior_share, smoothing=params.prior_smoothing)).to(device)
+                    lp = local_batch_prior(z, np.asarray(codes), module.n_batches, k=params.prior_neighbors,
+                                           share=params.prior_share, smoothing=params.prior_smoothing)
+                    lp = _unbridged(lp, np.asarray(codes), module.n_batches, params.prior_fallback, batch_names)
+                    prior = torch.from_numpy(lp).to(device)
             # loss parts summed on the device and read back once per epoch (a per-step read would make every
             # CUDA step wait for the GPU)
             sums = {k: torch.zeros((), device=device) for k in ("loss", "recon", "kl", "domain")}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import warnings
 
+import anndata as ad
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,9 @@ from torch.nn import functional as F
 
 import davae
 from davae.module import davae_loss
-from davae.prior import FLOOR, local_batch_prior, neighbour_batch_shares
+from davae.prior import FLOOR, batch_groups, batch_overlap, local_batch_prior, neighbour_batch_shares
+
+from conftest import shared_file
 
 from test_davae import TINY, _lognorm, _one_thread, _toy  # noqa: F401  (_one_thread: autouse fixture)
 
@@ -85,10 +89,90 @@ def test_local_prior_training_warms_up_without_the_adversary():
 
 
 def test_prior_parameters_are_checked():
-    for bad in ({"domain_prior": "global"}, {"prior_warmup": 1.0}, {"prior_share": 0.0}, {"prior_neighbors": 0}):
+    for bad in ({"domain_prior": "global"}, {"prior_warmup": 1.0}, {"prior_share": 0.0}, {"prior_neighbors": 0},
+                {"prior_fallback": "yes"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             davae.get_params("default", **bad)
 
 
 def test_released_preset_keeps_the_global_adversary():
     assert davae.PRESETS["scbean"].domain_prior == "none"
+
+
+def _islands(n=40, bridge=0, seed=0):
+    """Island A (around 0) holds batches 0 and 1, island B (around 50) batch 2; ``bridge`` cells of batch 2
+    sit in island A."""
+    rng = np.random.default_rng(seed)
+    z = np.vstack([rng.normal(0, 1, (2 * n + bridge, 3)), rng.normal(50, 1, (n, 3))])
+    codes = np.r_[np.zeros(n, int), np.ones(n, int), np.full(bridge, 2), np.full(n, 2)]
+    return z, codes
+
+
+def test_overlap_graph_finds_batches_that_share_no_neighbourhood():
+    z, codes = _islands()
+    overlap = batch_overlap(local_batch_prior(z, codes, 3, k=10), codes, 3)
+    assert overlap.shape == (3, 3) and np.allclose(np.diag(overlap), 1.0)
+    assert overlap[0, 1] == 1.0 and overlap[1, 0] == 1.0
+    assert overlap[0, 2] == 0.0 and overlap[2, 0] == 0.0 and overlap[2, 1] == 0.0
+    assert batch_groups(overlap) == [[0, 1], [2]]
+    # ten cells of batch 2 inside island A bridge it to the others
+    z, codes = _islands(bridge=10)
+    assert batch_groups(batch_overlap(local_batch_prior(z, codes, 3, k=10), codes, 3)) == [[0, 1, 2]]
+
+
+def test_one_sided_overlap_links_two_batches():
+    """A link needs the share on one side only: batch 1 is present around 6 % of batch 0's cells."""
+    overlap = np.eye(2)
+    overlap[0, 1] = 0.06
+    assert batch_groups(overlap) == [[0, 1]]
+    overlap[0, 1] = 0.04
+    assert batch_groups(overlap) == [[0], [1]]
+
+
+def test_unbridged_groups_warn_or_fall_back_to_the_global_prior():
+    from davae.training import _unbridged
+
+    z, codes = _islands()
+    prior = local_batch_prior(z, codes, 3, k=10)
+    with pytest.warns(UserWarning, match=r"share no neighbourhood.*: x, y \| z\. .*prior_fallback=True"):
+        kept = _unbridged(prior, codes, 3, False, ["x", "y", "z"])
+    assert kept is prior
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*share no neighbourhood")
+        dropped = _unbridged(prior, codes, 3, True, ["x", "y", "z"])
+        assert dropped.shape == prior.shape and np.all(dropped == 0)  # every batch present around every cell
+        z, codes = _islands(bridge=10)
+        bridged = local_batch_prior(z, codes, 3, k=10)
+        assert _unbridged(bridged, codes, 3, True, None) is bridged
+
+
+def test_fit_does_not_warn_where_batches_overlap():
+    a = _lognorm(_toy(n_per_batch=40))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*share no neighbourhood")
+        davae.integrate(a, preprocess=False, seed=0, device="cpu", progress=False, recover=False,
+                        prior_neighbors=5, **dict(TINY, epochs=8))
+
+
+def test_fallback_aligns_mesc_batches_the_local_prior_leaves_apart():
+    """mESC (2 batches, the same 3 culture conditions in each): the default's warm-up latent keeps the
+    batches apart, so the local prior leaves them so (and warns); with the fallback the batches meet and each
+    cell's neighbours keep its condition."""
+    from davae_study.prepare import prepare
+    from sklearn.neighbors import NearestNeighbors
+
+    prep = prepare(ad.read_h5ad(shared_file("scMerge_example_sce_mESC.h5ad")), n_top_genes=2000)
+    batch = prep.obs["batch"].to_numpy().astype(str)
+    ct = prep.obs["cell_type"].to_numpy().astype(str)
+
+    def scores(x):
+        idx = NearestNeighbors(n_neighbors=16).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+        return (batch[idx] != batch[:, None]).mean(), (ct[idx] == ct[:, None]).mean()
+
+    kw = dict(batch_key="batch", preprocess=False, seed=0, device="cpu", progress=False, recover=False)
+    with pytest.warns(UserWarning, match="share no neighbourhood"):
+        local = davae.integrate(prep, **kw)
+    mixed_local, purity_local = scores(local.obsm["X_davae"])
+    mixed, purity = scores(davae.integrate(prep, prior_fallback=True, **kw).obsm["X_davae"])
+    assert mixed_local < 0.05 and mixed > 0.1  # measured 0.02 and 0.28 (other-batch share of 15 neighbours)
+    assert purity >= 0.9 and purity_local >= 0.9  # measured 0.95 and 0.97

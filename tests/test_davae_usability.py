@@ -128,6 +128,24 @@ def test_cli_threads_default_is_the_cores_this_process_may_use(tmp_path, monkeyp
     assert {k: os.environ.get(k) for k in env} == env
 
 
+def test_cli_prior_fallback_flag_reaches_the_fit(tmp_path, monkeypatch):
+    import davae.api
+
+    got = {}
+
+    def fake(adata, **kw):
+        got.update(kw)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(davae.api, "integrate_with_model", fake)
+    _counts().write_h5ad(tmp_path / "in.h5ad")
+    assert cli_main(["integrate", str(tmp_path / "in.h5ad"), str(tmp_path / "o.h5ad"), "--threads", "1"]) == 2
+    assert "prior_fallback" not in got  # the preset's default (False)
+    assert cli_main(["integrate", str(tmp_path / "in.h5ad"), str(tmp_path / "o.h5ad"), "--threads", "1",
+                     "--prior-fallback"]) == 2
+    assert got["prior_fallback"] is True
+
+
 def test_a_fresh_process_sizes_the_pools_before_torch_loads():
     """What the command does first: passive OpenMP waiting and the thread variables, before torch loads."""
     code = ("import os, davae._threads as t; print(t.export_thread_env(1)); import torch; "
