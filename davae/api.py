@@ -29,6 +29,7 @@ def integrate(
     recover: bool = True,
     threads: int | None = None,
     check_counts: bool = True,
+    corrected: bool = False,
     **overrides: Any,
 ) -> AnnData:
     """Integrate the batches of ``adata`` with DAVAE.
@@ -61,7 +62,8 @@ def integrate(
         line every few epochs, at most ~20 lines per fit.
     recover
         Also compute the recovered expression (``layers['davae_recovered']``, dense cells × genes float32:
-        6 GB at 762k cells × 2000 genes); ``False`` returns the embedding only.
+        6 GB at 762k cells × 2000 genes): each cell decoded under its own batch, denoised, the batch effect
+        kept (scbean's recovered expression). ``False`` skips it.
     threads
         CPU threads for the call (preprocessing, training, encoding): torch's intra-op pool and the BLAS /
         OpenMP pools (threadpoolctl), restored afterwards. ``None`` (default) leaves them as they are; the
@@ -69,6 +71,10 @@ def integrate(
     check_counts
         With ``preprocess=True``, stop when ``X`` looks log-transformed (values not integers, max < 30):
         preprocessing would normalise and log it a second time. ``False`` skips the check.
+    corrected
+        Also compute the batch-corrected expression (``layers['davae_corrected']``, dense cells × genes
+        float32, the same size): each cell decoded from its latent mean under the *average* batch, so no batch
+        is the reference (:meth:`davae.DAVAE.corrected`).
     **overrides
         :class:`davae.presets.DAVAEParams` fields, e.g. ``epochs``, ``domain_lambda``, ``latent_dim``,
         ``batch_size``, ``hidden_layers``, ``min_steps``, ``lr``.
@@ -79,20 +85,22 @@ def integrate(
     ``obsm['X_davae']`` (latent mean), ``obsm['X_davae_pca']`` (only with ``embedding="corrected_pca"``:
     principal components of the batch-corrected expression, see :meth:`davae.DAVAE.corrected_pca`),
     ``layers['davae_recovered']`` (decoder(z mean, own batch), same shape as ``X``; only with
-    ``recover=True``) and ``uns['davae']`` (``preset``, ``params``, ``seed``,
+    ``recover=True``), ``layers['davae_corrected']`` (decoder(z mean, average batch); only with
+    ``corrected=True``) and ``uns['davae']`` (``preset``, ``params``, ``seed``,
     ``device``, ``precision``, ``batch_key``, ``batch_categories``, ``history``, and ``embedding``: the
     ``obsm`` key of the embedding to use downstream, ``X_davae_pca`` or ``X_davae``).
     """
     out, _ = integrate_with_model(adata, batch_key=batch_key, preset=preset, preprocess=preprocess, seed=seed,
                                   device=device, precision=precision, copy=copy, progress=progress, recover=recover,
-                                  threads=threads, check_counts=check_counts, **overrides)
+                                  threads=threads, check_counts=check_counts, corrected=corrected, **overrides)
     return out
 
 
 def integrate_with_model(adata: AnnData, batch_key: str = "batch", preset: str = "default",
                          preprocess: bool = True, seed: int = 0, device: str = "auto", precision: str = "auto",
                          copy: bool = True, progress: bool = True, recover: bool = True, threads: int | None = None,
-                         check_counts: bool = True, **overrides: Any) -> tuple[AnnData, DAVAE]:
+                         check_counts: bool = True, corrected: bool = False,
+                         **overrides: Any) -> tuple[AnnData, DAVAE]:
     """As :func:`integrate`, also returning the trained :class:`DAVAE` (e.g. to ``save`` it)."""
     if not isinstance(adata, AnnData):
         raise ValueError(f"integrate expects an AnnData, got {type(adata).__name__}")
@@ -119,6 +127,8 @@ def integrate_with_model(adata: AnnData, batch_key: str = "batch", preset: str =
             out.obsm[embedding] = model.corrected_pca(latent=out.obsm["X_davae"])
         if recover:
             out.layers["davae_recovered"] = model.recover()
+        if corrected:
+            out.layers["davae_corrected"] = model.corrected(latent=out.obsm["X_davae"])
         out.uns["davae"] = {
             "preset": preset,
             "params": {k: (v if v is not None else "None") for k, v in params.to_dict().items()},

@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--prior-fallback", action="store_true", default=None,
                    help="when the warm-up latent shows no shared neighbourhood between groups of batches, align "
                         "them with the global adversary instead of leaving them apart (the fit warns when so)")
+    i.add_argument("--corrected", action="store_true",
+                   help="also write layers['davae_corrected']: the expression decoded under the average batch "
+                        "(batch-corrected; dense cells x genes)")
     i.add_argument("--save-model", help="also write the trained model to this file")
     i.add_argument("--no-progress", action="store_true",
                    help="no progress (default: a bar on a terminal, a loss line every few epochs in a log)")
@@ -77,7 +80,8 @@ def _integrate(args: argparse.Namespace) -> None:
                  if getattr(args, k) is not None}
     out, model = integrate_with_model(adata, batch_key=args.batch_key, preset=args.preset, preprocess=not args.no_preprocess,
                     seed=args.seed, device=args.device, precision=args.precision, progress=not args.no_progress,
-                    threads=args.threads, check_counts=not args.skip_count_check, **overrides)
+                    threads=args.threads, check_counts=not args.skip_count_check, corrected=args.corrected,
+                    **overrides)
     dst = Path(args.output)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp.h5ad", dir=dst.parent)

@@ -152,11 +152,25 @@ class DAVAE:
             raise ValueError(f"n_comps must be >= 1, got {n}")
         return training.corrected_pca(self.module, Z, n, device=self.device)
 
+    def corrected(self, adata: AnnData | None = None, latent: np.ndarray | None = None) -> np.ndarray:
+        """Batch-corrected expression of ``adata`` (default: the training data), cells × genes dense float32.
+
+        Each cell is decoded from its latent mean under the *average* batch (the one-hot replaced by ``1/B``;
+        with the affine decoder, the mean of the batches' gene-wise log-scales and shifts), so no batch is the
+        reference and the result is a function of ``z`` alone: the matrix :meth:`corrected_pca` reduces.
+        :meth:`recover` keeps each cell's own batch instead. ``latent``: the cells' latent means when already
+        computed (``transform``'s result), to skip encoding them again.
+        """
+        self._require_trained()
+        Z = self.transform(adata) if latent is None else latent
+        return training.decode(self.module, Z, None, device=self.device)
+
     def recover(self, adata: AnnData | None = None, target_batch: str | None = None) -> np.ndarray:
         """Decoded expression ``decoder(z mean, batch)`` (cells × genes, dense float32).
 
-        ``target_batch=None`` decodes each cell under its own batch (scbean's recovered expression); a batch
-        name decodes every cell as if it came from that batch.
+        ``target_batch=None`` decodes each cell under its own batch (scbean's recovered expression: denoised,
+        the batch effect kept); a batch name decodes every cell as if it came from that batch. For the
+        expression with no batch as the reference, see :meth:`corrected`.
         """
         self._require_trained()
         X, codes = self._matrix_and_codes(adata)

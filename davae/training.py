@@ -357,21 +357,38 @@ def encode(module: DAVAEModule, X: Any, codes: np.ndarray, *, batch_size: int = 
     return out
 
 
+def _decoded_chunks(module: DAVAEModule, Z: np.ndarray, codes: np.ndarray | None, batch_size: int,
+                    device: torch.device):
+    """``(start, decoded chunk)`` over ``Z`` in chunks of ``batch_size`` cells (float32 tensors on ``device``),
+    each cell under its batch in ``codes``, or with ``codes=None`` under the *average* batch (the one-hot
+    replaced by ``1/B``)."""
+    eye = torch.eye(module.n_batches)
+    for i in range(0, Z.shape[0], batch_size):
+        z = torch.from_numpy(np.ascontiguousarray(Z[i : i + batch_size], dtype=np.float32)).to(device)
+        if codes is None:
+            onehot = torch.full((z.shape[0], module.n_batches), 1.0 / module.n_batches, device=device)
+        else:
+            onehot = eye[codes[i : i + batch_size]].to(device)
+        yield i, module.decode(z, onehot).float()
+
+
 @torch.no_grad()
-def decode(module: DAVAEModule, Z: np.ndarray, codes: np.ndarray, *, batch_size: int = 4096,
+def decode(module: DAVAEModule, Z: np.ndarray, codes: np.ndarray | None, *, batch_size: int = 4096,
            device: torch.device = torch.device("cpu"), out: Any = None) -> np.ndarray:
     """Decoder output for latent ``Z`` under batch ``codes`` (evaluation mode), computed in chunks.
+
+    ``codes=None`` decodes every cell under the *average* batch (the one-hot replaced by ``1/B``; with
+    ``decoder_batch_mode="affine"`` the mean of the batches' gene-wise log-scales and shifts): the
+    batch-corrected expression, a function of ``z`` alone.
 
     Chunks are written straight into ``out`` (a preallocated float32 array, or e.g. a chunked h5py dataset for
     atlas-size data), so the peak is the result itself, not the result plus a list of chunks and its copy.
     """
     module.to(device).eval()
-    eye = torch.eye(module.n_batches)
     if out is None:
         out = np.empty((Z.shape[0], module.n_genes), dtype=np.float32)
-    for i in range(0, Z.shape[0], batch_size):
-        z = torch.from_numpy(np.ascontiguousarray(Z[i : i + batch_size], dtype=np.float32)).to(device)
-        out[i : i + batch_size] = module.decode(z, eye[codes[i : i + batch_size]].to(device)).cpu().numpy()
+    for i, x in _decoded_chunks(module, Z, codes, batch_size, device):
+        out[i : i + x.shape[0]] = x.cpu().numpy()
     return out
 
 
@@ -395,12 +412,9 @@ def corrected_pca(module: DAVAEModule, Z: np.ndarray, n_comps: int, *, batch_siz
         raise ValueError(f"corrected_pca needs at least two cells, got {n}")
     k = int(min(n_comps, n_genes, n - 1))
     module.to(device).eval()
-    average = torch.full((1, module.n_batches), 1.0 / module.n_batches, device=device)
 
     def chunks():
-        for i in range(0, n, batch_size):
-            z = torch.from_numpy(np.ascontiguousarray(Z[i : i + batch_size], dtype=np.float32)).to(device)
-            yield i, module.decode(z, average.expand(z.shape[0], -1)).float()
+        return _decoded_chunks(module, Z, None, batch_size, device)
 
     held = None
     if n <= n_genes:  # few cells: the cells × cells Gram matrix is the smaller eigenproblem (same result)

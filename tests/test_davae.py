@@ -326,6 +326,17 @@ def test_ganin_ramp():
 
 
 # --- API ------------------------------------------------------------------------------------------------
+def test_integrate_writes_the_corrected_expression_on_request():
+    a = _lognorm(_toy(n_batches=3))
+    kw = dict(preprocess=False, seed=0, device="cpu", progress=False, **TINY)
+    out, m = davae.integrate_with_model(a, corrected=True, **kw)
+    np.testing.assert_array_equal(out.layers["davae_corrected"], m.corrected())
+    assert out.layers["davae_corrected"].shape == a.shape and out.layers["davae_corrected"].dtype == np.float32
+    # own batch vs average batch: the same latent, different decodes
+    assert not np.allclose(out.layers["davae_corrected"], out.layers["davae_recovered"])
+    assert "davae_corrected" not in davae.integrate(a, **kw).layers  # off by default
+
+
 @pytest.mark.parametrize("sparse", [True, False])
 def test_integrate_contract_preprocess_false(sparse):
     a = _lognorm(_toy(sparse=sparse))
@@ -371,6 +382,9 @@ def test_corrected_pca_is_the_pca_of_the_expression_decoded_under_the_average_ba
     np.testing.assert_allclose(got, corrected_pca(mod, z, 4, batch_size=4096), rtol=0, atol=1e-5)
     # the model's method is the same function of its cells' latent means (no batch codes enter)
     np.testing.assert_array_equal(m.corrected_pca(n_comps=4, latent=z), corrected_pca(mod, z, 4))
+    # the batch-corrected expression is that decoded matrix itself; integrate writes it on request
+    np.testing.assert_allclose(m.corrected(latent=z), dec, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(m.corrected(), m.corrected(latent=z))
     # fewer cells than genes (30): the cells × cells route gives the same components, same sign convention
     _assert_pcs_of(corrected_pca(mod, z[:20], 4), dec[:20])
     assert corrected_pca(mod, z[:3], 30).shape == (3, 2)  # at most n_cells - 1 components

@@ -168,7 +168,11 @@ def test_the_workflow_passes_the_rule_threads_to_davae(tmp_path, monkeypatch):
 
     def spy(adata, **kw):
         calls.append((kw["threads"], torch.get_num_threads()))
-        return real(adata, **kw)
+        returned.append(real(adata, **kw))
+        assert kw["recover"] is False and kw["corrected"] is True
+        return returned[-1]
+
+    returned = []
 
     monkeypatch.setattr(davae, "integrate", spy)
     prepared = _lognorm(_counts(sizes=(60, 50)))
@@ -182,6 +186,9 @@ def test_the_workflow_passes_the_rule_threads_to_davae(tmp_path, monkeypatch):
     assert res.uns["method"]["threads"] == 2 and res.uns["method"]["status"] == "ok"
     # X_emb is the embedding the preset names: the 3-d latent
     assert res.obsm["X_emb"].shape[1] == TINY["latent_dim"] == 3
+    # the study's corrected expression is DAVAE's average-batch decode, not the own-batch recovered one
+    np.testing.assert_array_equal(res.layers["corrected"], returned[0].layers["davae_corrected"])
+    assert "davae_recovered" not in returned[0].layers
     assert torch.get_num_threads() == 1
     # the rule's log gets the short loss table (progress is on by default), not a line per update
     lines = [ln for ln in log.read_text().splitlines() if ln.startswith("DAVAE epoch")]

@@ -1,4 +1,4 @@
-"""DAVAE through the ``davae`` package: embedding and recovered expression.
+"""DAVAE through the ``davae`` package: embedding and batch-corrected expression.
 
 ``X_emb`` is the embedding the preset recommends (``uns['davae']['embedding']``): the latent mean ``z``
 (``obsm['X_davae']``) in both presets; ``embedding: corrected_pca`` makes it the principal components of the
@@ -8,8 +8,10 @@ Params are the ``davae.integrate`` overrides (see docs/davae.md), e.g. ``preset`
 corrected model — or ``scbean``, the released behaviour), ``epochs``, ``domain_lambda``, ``batch_size``,
 ``hidden_layers``, ``early_stopping``; ``precision`` (default ``auto``: bf16 autocast on a CUDA device that
 supports it, float32 on CPU); ``progress`` (default True: in a rule's log, not a terminal, this is one line of
-loss parts every few epochs, at most ~20 per fit); ``corrected`` (default True: return the recovered expression
-as ``layers['corrected']``; set False at atlas size, where it is a dense cells × genes matrix). ``threads``: the
+loss parts every few epochs, at most ~20 per fit); ``corrected`` (default True: return the batch-corrected
+expression as ``layers['corrected']``: every cell decoded from its latent mean under the average batch,
+``layers['davae_corrected']`` of :func:`davae.integrate`, so no batch is the reference; set False at atlas size, where it is a dense cells ×
+genes matrix). ``threads``: the
 job's threads (the registry passes the rule's ``threads:``), for torch and the BLAS / OpenMP pools. The prepared
 data are already log-normalised, so DAVAE's own preprocessing is skipped.
 """
@@ -25,12 +27,12 @@ def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", preset: str =
 
     # the registry hands over its own copy: no second copy of X (copy=False)
     res = davae.integrate(adata, batch_key="batch", preset=preset, preprocess=False, seed=seed, device=device,
-                          precision=precision, progress=progress, copy=False, recover=corrected, threads=threads,
-                          **overrides)
+                          precision=precision, progress=progress, copy=False, recover=False, corrected=corrected,
+                          threads=threads, **overrides)
     out = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy())
     out.obsm["X_emb"] = res.obsm[res.uns["davae"]["embedding"]]  # the preset's: z, or the corrected PCs
     if corrected:
-        out.layers["corrected"] = res.layers["davae_recovered"]
+        out.layers["corrected"] = res.layers["davae_corrected"]
     if "davae" in res.uns:
         out.uns["davae"] = res.uns["davae"]
     return out
