@@ -10,10 +10,10 @@ corrected model — or ``scbean``, the released behaviour), ``epochs``, ``domain
 supports it, float32 on CPU); ``progress`` (default True: in a rule's log, not a terminal, this is one line of
 loss parts every few epochs, at most ~20 per fit); ``corrected`` (default True: return the batch-corrected
 expression as ``layers['corrected']``: every cell decoded from its latent mean under the average batch,
-``layers['davae_corrected']`` of :func:`davae.integrate`, so no batch is the reference; set False at atlas size, where it is a dense cells ×
-genes matrix). ``threads``: the
-job's threads (the registry passes the rule's ``threads:``), for torch and the BLAS / OpenMP pools. The prepared
-data are already log-normalised, so DAVAE's own preprocessing is skipped.
+``layers['davae_corrected']`` of :func:`davae.integrate`, so no batch is the reference; set False at atlas
+size, where it is a dense cells × genes matrix). ``threads``: the job's threads (the registry passes the
+rule's ``threads:``), for torch and the BLAS / OpenMP pools. The prepared data are already log-normalised, so
+DAVAE's own preprocessing is skipped.
 """
 
 from __future__ import annotations
