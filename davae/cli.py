@@ -59,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings during the command as one line on stderr (``davae: warning: ...``), without the source line
+    Python's default format adds."""
+    text = str(message)
+    text = text[len("DAVAE: "):] if text.startswith("DAVAE: ") else f"{category.__name__}: {text}"
+    print(f"davae: warning: {text}", file=sys.stderr if file is None else file)
+
+
 def _integrate(args: argparse.Namespace) -> None:
     import anndata as ad
     import h5py
@@ -78,10 +86,13 @@ def _integrate(args: argparse.Namespace) -> None:
                                                 "hidden_layers", "min_steps", "lr", "n_top_genes",
                                                 "early_stopping", "embedding", "prior_fallback")
                  if getattr(args, k) is not None}
-    out, model = integrate_with_model(adata, batch_key=args.batch_key, preset=args.preset, preprocess=not args.no_preprocess,
-                    seed=args.seed, device=args.device, precision=args.precision, progress=not args.no_progress,
-                    threads=args.threads, check_counts=not args.skip_count_check, corrected=args.corrected,
-                    **overrides)
+    with warnings.catch_warnings():  # restores showwarning afterwards
+        warnings.showwarning = _show_warning
+        out, model = integrate_with_model(adata, batch_key=args.batch_key, preset=args.preset,
+                                          preprocess=not args.no_preprocess, seed=args.seed, device=args.device,
+                                          precision=args.precision, progress=not args.no_progress,
+                                          threads=args.threads, check_counts=not args.skip_count_check,
+                                          corrected=args.corrected, **overrides)
     dst = Path(args.output)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp.h5ad", dir=dst.parent)

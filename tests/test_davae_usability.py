@@ -146,6 +146,23 @@ def test_cli_prior_fallback_flag_reaches_the_fit(tmp_path, monkeypatch):
     assert got["prior_fallback"] is True
 
 
+def test_cli_prints_a_fit_warning_as_one_line(tmp_path, monkeypatch, capsys):
+    import davae.api
+
+    def fake(adata, **kw):
+        warnings.warn("DAVAE: these groups of batches share no neighbourhood in the warm-up latent ...", UserWarning)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(davae.api, "integrate_with_model", fake)
+    _counts().write_h5ad(tmp_path / "in.h5ad")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli_main(["integrate", str(tmp_path / "in.h5ad"), str(tmp_path / "o.h5ad"), "--threads", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "davae: warning: these groups of batches share no neighbourhood in the warm-up latent ..."
+    assert err[1:] == ["davae: error: stop here"]
+
+
 def test_a_fresh_process_sizes_the_pools_before_torch_loads():
     """What the command does first: passive OpenMP waiting and the thread variables, before torch loads."""
     code = ("import os, davae._threads as t; print(t.export_thread_env(1)); import torch; "
