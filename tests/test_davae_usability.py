@@ -108,56 +108,54 @@ def test_threads_restored_when_the_fit_fails():
     assert torch.get_num_threads() == 1
 
 
-def test_cli_threads_default_is_the_cores_this_process_may_use(tmp_path, monkeypatch):
+def _cli_up_to_the_fit(tmp_path, monkeypatch, warning: str | None = None):
+    """``davae integrate`` on a small counts file, the fit replaced by a stub that records its keyword arguments
+    (and emits ``warning``), then stops the command; returns ``(run, kwargs)``, ``run(*flags)`` giving the
+    exit status."""
     import davae.api
 
     got = {}
 
     def fake(adata, **kw):
         got.update(kw)
+        if warning is not None:
+            warnings.warn(warning, UserWarning)
         raise ValueError("stop here")
 
     monkeypatch.setattr(davae.api, "integrate_with_model", fake)
     _counts().write_h5ad(tmp_path / "in.h5ad")
+
+    def run(*flags: str) -> int:
+        return cli_main(["integrate", str(tmp_path / "in.h5ad"), str(tmp_path / "o.h5ad"), *flags])
+
+    return run, got
+
+
+def test_cli_threads_default_is_the_cores_this_process_may_use(tmp_path, monkeypatch):
+    run, got = _cli_up_to_the_fit(tmp_path, monkeypatch)
     env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    assert cli_main(["integrate", str(tmp_path / "in.h5ad"), str(tmp_path / "o.h5ad")]) == 2
+    assert run() == 2
     assert got["threads"] == len(os.sched_getaffinity(0))
-    assert cli_main(["integrate", str(tmp_path / "in.h5ad"), str(tmp_path / "o.h5ad"), "--threads", "1"]) == 2
+    assert run("--threads", "1") == 2
     assert got["threads"] == 1
     # numpy and torch are loaded in this process: the variables would no longer be read, so none is set
     assert {k: os.environ.get(k) for k in env} == env
 
 
 def test_cli_prior_fallback_flag_reaches_the_fit(tmp_path, monkeypatch):
-    import davae.api
-
-    got = {}
-
-    def fake(adata, **kw):
-        got.update(kw)
-        raise ValueError("stop here")
-
-    monkeypatch.setattr(davae.api, "integrate_with_model", fake)
-    _counts().write_h5ad(tmp_path / "in.h5ad")
-    assert cli_main(["integrate", str(tmp_path / "in.h5ad"), str(tmp_path / "o.h5ad"), "--threads", "1"]) == 2
+    run, got = _cli_up_to_the_fit(tmp_path, monkeypatch)
+    assert run("--threads", "1") == 2
     assert "prior_fallback" not in got  # the preset's default (False)
-    assert cli_main(["integrate", str(tmp_path / "in.h5ad"), str(tmp_path / "o.h5ad"), "--threads", "1",
-                     "--prior-fallback"]) == 2
+    assert run("--threads", "1", "--prior-fallback") == 2
     assert got["prior_fallback"] is True
 
 
 def test_cli_prints_a_fit_warning_as_one_line(tmp_path, monkeypatch, capsys):
-    import davae.api
-
-    def fake(adata, **kw):
-        warnings.warn("DAVAE: these groups of batches share no neighbourhood in the warm-up latent ...", UserWarning)
-        raise ValueError("stop here")
-
-    monkeypatch.setattr(davae.api, "integrate_with_model", fake)
-    _counts().write_h5ad(tmp_path / "in.h5ad")
+    run, _ = _cli_up_to_the_fit(tmp_path, monkeypatch, warning="DAVAE: these groups of batches share no "
+                                                               "neighbourhood in the warm-up latent ...")
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        assert cli_main(["integrate", str(tmp_path / "in.h5ad"), str(tmp_path / "o.h5ad"), "--threads", "1"]) == 2
+        assert run("--threads", "1") == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "davae: warning: these groups of batches share no neighbourhood in the warm-up latent ..."
     assert err[1:] == ["davae: error: stop here"]
