@@ -29,6 +29,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 import davae
+import davae.training
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from davae_panel import DESIGNS, prepared, score  # noqa: E402
@@ -46,12 +47,7 @@ def spread_ratios(x: np.ndarray, cell_type: np.ndarray) -> dict[str, float]:
 
 def _decoded(model, z: np.ndarray) -> np.ndarray:
     """Expression decoded from latent ``z`` under the average batch (float64), as ``X_davae_pca`` uses it."""
-    import torch
-
-    mod = model.module.eval()
-    with torch.no_grad():
-        zt = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
-        return mod.decode(zt, torch.full((len(z), mod.n_batches), 1.0 / mod.n_batches)).double().numpy()
+    return davae.training.decode(model.module, z, None).astype(np.float64)
 
 
 def linear_metric(model, z: np.ndarray) -> np.ndarray:
