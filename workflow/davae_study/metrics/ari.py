@@ -2,8 +2,8 @@
 ``ari_calcul_sampled`` in JinmiaoChenLab/Batch-effect-removal-benchmarking.
 
 Per iteration (20): draw ``round(0.8 n_t)`` cells of every cell type without replacement; k-means on the
-embedding with k = number of cell types (R ``kmeans(x, centers=k, iter.max=30)``: one random start, at most
-30 iterations); ARI(cell type, clusters) on all drawn cells; ARI(batch, clusters) on the drawn cells whose
+embedding with k = number of cell types (R ``kmeans(x, centers=k, iter.max=30)``: Hartigan–Wong, one start
+from k random cells, at most 30 passes; :mod:`.kmeans`); ARI(cell type, clusters) on all drawn cells; ARI(batch, clusters) on the drawn cells whose
 cell type occurs in every batch (of the draw). Report the medians over iterations.
 
 Beyond Tran: designs where no cell type is in every batch (the paper's 293T / Jurkat / 50:50 application,
@@ -21,6 +21,7 @@ from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
 from ._table import as_embedding, codes, nan_row, row
+from .kmeans import kmeans_r
 
 
 def stratified_subsample(labels: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarray:
@@ -64,6 +65,7 @@ def ari_tran(
     kmeans_n_init: int = 1,
     kmeans_max_iter: int = 30,
     kmeans_init: str = "random",
+    kmeans_algorithm: str = "hartigan-wong",
     seed: int = 0,
 ) -> tuple[list[dict], list[dict]]:
     """Tran et al.'s sampled ARI: ``ari_celltype`` and ``one_minus_ari_batch`` (medians over iterations).
@@ -76,9 +78,10 @@ def ari_tran(
         Labels per cell; cells with a missing cell type are left out.
     n_iter, frac
         Iterations and the stratified fraction drawn per cell type (Tran: 20, 0.8).
-    kmeans_n_init, kmeans_max_iter, kmeans_init
-        k-means starts, iterations and initialisation (Tran / R defaults: 1 start, ``iter.max=30``, random
-        cells as centres).
+    kmeans_n_init, kmeans_max_iter, kmeans_init, kmeans_algorithm
+        k-means starts, iterations, initialisation and algorithm (Tran / R defaults: 1 start,
+        ``iter.max=30``, random cells as centres, ``"hartigan-wong"``); ``"lloyd"`` runs scikit-learn's
+        ``KMeans`` instead (this module before it matched R; ``kmeans_init="k-means++"`` only with it).
     seed
         Seeds both subsampling and k-means.
 
@@ -86,6 +89,10 @@ def ari_tran(
     -------
     Tidy rows (group ``all``) and per-iteration rows (``repeat`` = iteration).
     """
+    if kmeans_algorithm not in ("hartigan-wong", "lloyd"):
+        raise ValueError(f"kmeans_algorithm must be 'hartigan-wong' or 'lloyd', got {kmeans_algorithm!r}")
+    if kmeans_algorithm == "hartigan-wong" and kmeans_init != "random":
+        raise ValueError("kmeans_init='k-means++' needs kmeans_algorithm='lloyd' (R's kmeans starts from random cells)")
     x = as_embedding(x)
     ct, types = codes(cell_type)
     b, _ = codes(batch)
@@ -106,10 +113,15 @@ def ari_tran(
         sel = stratified_subsample(ct, frac, rng)
         if sel.size < k:
             continue
-        km = KMeans(n_clusters=k, n_init=kmeans_n_init, max_iter=kmeans_max_iter, init=kmeans_init,
-                    random_state=int(rng.integers(2**31 - 1)))
-        with threadpool_limits(limits=1, user_api="openmp"):  # OpenMP spin-waits thrash on busy machines
-            clusters = km.fit_predict(x[sel])
+        kseed = int(rng.integers(2**31 - 1))
+        if kmeans_algorithm == "hartigan-wong":
+            clusters = kmeans_r(x[sel], k, rng=np.random.default_rng(kseed), n_init=kmeans_n_init,
+                                max_iter=kmeans_max_iter)
+        else:
+            km = KMeans(n_clusters=k, n_init=kmeans_n_init, max_iter=kmeans_max_iter, init=kmeans_init,
+                        random_state=kseed)
+            with threadpool_limits(limits=1, user_api="openmp"):  # OpenMP spin-waits thrash on busy machines
+                clusters = km.fit_predict(x[sel])
         ari_ct[i] = adjusted_rand_score(ct[sel], clusters)
         if per_type:
             shared = shared_types(ct[sel], b[sel])

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 DEFAULTS: dict[str, Any] = {
     "enabled": ["ari", "kbet", "lisi", "asw_batch", "graph_connectivity", "knn_purity", "leiden"],
     "seed": 0,
-    "ari": {"n_iter": 20, "frac": 0.8, "kmeans_n_init": 1, "kmeans_max_iter": 30, "kmeans_init": "random"},
+    "ari": {"n_iter": 20, "frac": 0.8, "kmeans_n_init": 1, "kmeans_max_iter": 30, "kmeans_init": "random",
+            "kmeans_algorithm": "hartigan-wong"},
     "kbet": {"pcts": [5, 10, 15, 20, 25], "n_repeat": 100, "alpha": 0.05, "adapt": True, "n_perm": 3,
              "test_size": None, "do_pca": False},
     "kbet_pooled": {"max_cells": None},  # plus any kbet key; unset kbet keys follow the kbet section
