@@ -33,6 +33,19 @@ def _sqdist(x: np.ndarray, i: int, c: np.ndarray, l: int) -> float:
 
 
 @numba.njit(cache=True)
+def _sqdist_below(x: np.ndarray, i: int, c: np.ndarray, l: int, bound: float) -> float:
+    """Squared distance of point ``i`` to centre ``l``, summed until it reaches ``bound`` (then a partial
+    sum ≥ ``bound`` is returned: all the callers need to know is that it is not below)."""
+    s = 0.0
+    for j in range(x.shape[1]):
+        d = x[i, j] - c[l, j]
+        s += d * d
+        if s >= bound:
+            break
+    return s
+
+
+@numba.njit(cache=True)
 def _transfer(x, c, i, l1, l2, nc, an1, an2):
     """Move point ``i`` from cluster ``l1`` to ``l2``: both centres, sizes and size factors."""
     al1 = float(nc[l1])
@@ -74,15 +87,8 @@ def _optimal_transfer(x, c, ic1, ic2, nc, an1, an2, ncp, d, itran, live, indx):
                 if (step >= live[l1] and step >= live[l]) or l == l1 or l == ll:
                     continue
                 rr = r2 / an2[l]
-                dc = 0.0
-                far = False
-                for j in range(x.shape[1]):
-                    t = x[i0, j] - c[l, j]
-                    dc += t * t
-                    if dc >= rr:
-                        far = True
-                        break
-                if not far:
+                dc = _sqdist_below(x, i0, c, l, rr)
+                if dc < rr:
                     r2 = dc * an2[l]
                     l2 = l
             if r2 >= d[i0]:
@@ -124,15 +130,7 @@ def _quick_transfer(x, c, ic1, ic2, nc, an1, an2, ncp, d, itran, indx, max_steps
                     d[i0] = _sqdist(x, i0, c, l1) * an1[l1]
                 if istep < ncp[l1] or istep < ncp[l2]:
                     r2 = d[i0] / an2[l2]
-                    dd = 0.0
-                    far = False
-                    for j in range(x.shape[1]):
-                        t = x[i0, j] - c[l2, j]
-                        dd += t * t
-                        if dd >= r2:
-                            far = True
-                            break
-                    if not far:
+                    if _sqdist_below(x, i0, c, l2, r2) < r2:
                         icoun = 0
                         indx = 0
                         itran[l1] = 1
@@ -165,15 +163,8 @@ def _hartigan_wong(x, c, max_iter, max_qtran):
             ic2[i] = 0
             dt0, dt1 = dt1, dt0
         for l in range(2, k):
-            db = 0.0
-            far = False
-            for j in range(x.shape[1]):
-                t = x[i, j] - c[l, j]
-                db += t * t
-                if db >= dt1:
-                    far = True
-                    break
-            if far:
+            db = _sqdist_below(x, i, c, l, dt1)
+            if db >= dt1:
                 continue
             if db < dt0:
                 dt1 = dt0
