@@ -35,6 +35,10 @@ def test_shipped_configs_are_valid(name):
         (lambda c: c["methods"]["pca"].__setitem__("resources", {"slurm_partition": 7}), "slurm_partition"),
         (lambda c: c["verdicts"].__setitem__("judge", ["davae", "davea"]), r"verdicts\.judge: 'davea' has no entry"),
         (lambda c: c["verdicts"].__setitem__("alpha", 2), r"at verdicts\.alpha"),
+        (lambda c: c["metrics"].__setitem__("ari", {"kmeans_init": "k-means++"}),
+         r"at metrics\.ari: 'kmeans_algorithm' is a required property"),
+        (lambda c: c["metrics"].__setitem__("ari", {"kmeans_init": "k-means++", "kmeans_algorithm": "hartigan-wong"}),
+         r"at metrics\.ari\.kmeans_algorithm: 'lloyd' was expected"),
     ],
 )
 def test_bad_config_one_line_error(mutate, where):
@@ -71,3 +75,9 @@ def test_scvi_runs_beside_davae_in_every_application_and_on_the_gpu():
     assert paper["methods"]["scvi"]["resources"]["gpu"] == 1
     for name in ("config.yaml", "scaling_offline.yaml"):
         assert {"davae", "scvi"} <= set(_load(name)["scaling"]["methods"]), name
+
+
+def test_kmeans_plus_plus_is_accepted_with_lloyd():
+    cfg = copy.deepcopy(_load("demo.yaml"))
+    cfg["metrics"]["ari"] = {"kmeans_init": "k-means++", "kmeans_algorithm": "lloyd"}
+    check_config(cfg, SCHEMA)  # raises ConfigError if refused
