@@ -42,6 +42,9 @@ Usage::
     OMP_NUM_THREADS=1 python benchmarks/davae_panel.py --methods baselines --seeds 0,1,2 --tsv /tmp/p/base.tsv
     OMP_NUM_THREADS=1 python benchmarks/davae_panel.py --methods davae --seeds 0,1,2 --tsv /tmp/p/davae.tsv
     python benchmarks/davae_panel.py --from-tsv /tmp/p/base.tsv,/tmp/p/davae.tsv --out benchmarks/davae_panel.md
+    # keep the embeddings; after a change to the metrics, score them again without fitting:
+    OMP_NUM_THREADS=1 python benchmarks/davae_panel.py --methods davae --seeds 0,1,2 --emb-dir /tmp/p/emb --tsv /tmp/p/d.tsv
+    OMP_NUM_THREADS=1 python benchmarks/davae_panel.py --methods davae --seeds 0,1,2 --emb-dir /tmp/p/emb --rescore --tsv /tmp/p/d2.tsv
 
 ``--methods`` takes method names (``pca`` ``scanorama`` ``harmony`` ``davae`` ``davae_scbean``, or a DAVAE
 variant named in :data:`VARIANTS`), ``baselines`` (the first three) or ``all``.
@@ -219,6 +222,14 @@ def run_one(method: str, prep: ad.AnnData, seed: int, threads: int) -> tuple[np.
     return np.asarray(res.obsm["X_emb"]), wall, ""
 
 
+def keep_embedding(path: Path, x: np.ndarray, wall: float) -> None:
+    """Write ``x`` and the fit's wall time to ``path`` (.npz) under a temporary name, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, X_emb=np.asarray(x), wall_s=np.float64(wall))  # dtype kept: re-scores are exact
+    os.replace(tmp, path)
+
+
 def methods_from(arg: str) -> list[str]:
     out: list[str] = []
     for m in arg.split(","):
@@ -322,7 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tsv", default="", help="write every run here (one row per design × method × seed)")
     ap.add_argument("--out", default="", help="markdown table (its .tsv beside it)")
     ap.add_argument("--from-tsv", default="", help="comma-separated TSVs of earlier runs: only tabulate")
+    ap.add_argument("--emb-dir", default="", help="keep every embedding here (DIR/<design>/<method>/seed<S>.npz: "
+                    "X_emb, wall_s), so a later metric change can re-score them with --rescore")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score the embeddings kept in --emb-dir instead of fitting (wall_s is the stored fit's)")
     args = ap.parse_args(argv)
+    if args.rescore and not args.emb_dir:
+        ap.error("--rescore reads the embeddings kept by an earlier run: name its --emb-dir")
     command = "python benchmarks/davae_panel.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.from_tsv:
         df = pd.concat([pd.read_csv(f, sep="\t") for f in args.from_tsv.split(",")], ignore_index=True)
@@ -340,7 +357,16 @@ def main(argv: list[str] | None = None) -> int:
         prep, kind = prepared(name)
         for method in methods:
             for seed in seeds:
-                x, wall, err = run_one(method, prep, seed, args.threads)
+                kept = Path(args.emb_dir) / name / label(method) / f"seed{seed}.npz" if args.emb_dir else None
+                if args.rescore:
+                    if not kept.exists():
+                        raise SystemExit(f"no kept embedding {kept}; run without --rescore (with --emb-dir) first")
+                    with np.load(kept) as z:
+                        x, wall, err = z["X_emb"], float(z["wall_s"]), ""
+                else:
+                    x, wall, err = run_one(method, prep, seed, args.threads)
+                    if kept is not None and x is not None:
+                        keep_embedding(kept, x, wall)
                 row = {"design": name, "kind": kind, "method": label(method), "seed": seed,
                        "n_cells": prep.n_obs, "wall_s": wall, "error": err}
                 if x is not None:
