@@ -95,3 +95,11 @@ def test_ari_tran_algorithm_switch():
         ari_tran(x, b, ct, kmeans_algorithm="macqueen")
     with pytest.raises(ValueError, match="needs kmeans_algorithm='lloyd'"):
         ari_tran(x, b, ct, kmeans_init="k-means++")
+
+
+def test_ari_tran_with_one_cell_per_type_is_nan_not_an_error():
+    """Three types of one cell each: the subsample holds k points, too few for R's k-means."""
+    x = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    tidy, _ = ari_tran(x, np.array([0, 1, 0]), np.array(["a", "b", "c"]), n_iter=2, seed=0)
+    rows = {r["metric"]: r for r in tidy}
+    assert np.isnan(rows["ari_celltype"]["value"]) and "too few cells" in rows["ari_celltype"]["note"]

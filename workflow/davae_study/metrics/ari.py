@@ -111,7 +111,7 @@ def ari_tran(
     per_type = common_types(ct, b).size == 0  # no type in every batch: the per-type fallback (module doc)
     for i in range(n_iter):
         sel = stratified_subsample(ct, frac, rng)
-        if sel.size < k:
+        if sel.size <= k:  # R's kmeans needs more points than centres (AS 136: ifault 3)
             continue
         kseed = int(rng.integers(2**31 - 1))
         if kmeans_algorithm == "hartigan-wong":
