@@ -130,7 +130,7 @@ VARIANTS: dict[str, dict] = {
     # references for the default's choices (docs/davae.md): no adversary at all (a conditional VAE), and
     # the previous default (the adversary everywhere, λ 1)
     "davae_no_adversary": {"domain_lambda": 0.0},
-    "davae_global": {"domain_prior": "none", "domain_lambda": 1.0},
+    "davae_global": {"domain_prior": "none", "domain_lambda": 1.0, "decoder_batch_mode": "input"},  # the first default, as it was
     # the default before the affine decoder: the batch one-hot on the decoder's input
     "davae_input": {"decoder_batch_mode": "input"},
     # measured and not the default: the same fit, the PCs of the batch-corrected expression as the embedding
