@@ -24,16 +24,7 @@ _BIG = 1.0e30
 
 
 @numba.njit(cache=True)
-def _sqdist(x: np.ndarray, i: int, c: np.ndarray, l: int) -> float:
-    s = 0.0
-    for j in range(x.shape[1]):
-        d = x[i, j] - c[l, j]
-        s += d * d
-    return s
-
-
-@numba.njit(cache=True)
-def _sqdist_below(x: np.ndarray, i: int, c: np.ndarray, l: int, bound: float) -> float:
+def _sqdist(x: np.ndarray, i: int, c: np.ndarray, l: int, bound: float = np.inf) -> float:
     """Squared distance of point ``i`` to centre ``l``, summed until it reaches ``bound`` (then a partial
     sum ≥ ``bound`` is returned: all the callers need to know is that it is not below)."""
     s = 0.0
@@ -43,6 +34,20 @@ def _sqdist_below(x: np.ndarray, i: int, c: np.ndarray, l: int, bound: float) ->
         if s >= bound:
             break
     return s
+
+
+@numba.njit(cache=True)
+def _cluster_means(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (the means of their points) and sizes of the clusters ``labels`` (an empty one: centre 0)."""
+    c = np.zeros((k, x.shape[1]))
+    nc = np.zeros(k, dtype=np.int64)
+    for i in range(x.shape[0]):
+        nc[labels[i]] += 1
+        c[labels[i], :] += x[i, :]
+    for l in range(k):
+        if nc[l] > 0:
+            c[l, :] /= nc[l]
+    return c, nc
 
 
 @numba.njit(cache=True)
@@ -87,7 +92,7 @@ def _optimal_transfer(x, c, ic1, ic2, nc, an1, an2, ncp, d, itran, live, indx):
                 if (step >= live[l1] and step >= live[l]) or l == l1 or l == ll:
                     continue
                 rr = r2 / an2[l]
-                dc = _sqdist_below(x, i0, c, l, rr)
+                dc = _sqdist(x, i0, c, l, rr)
                 if dc < rr:
                     r2 = dc * an2[l]
                     l2 = l
@@ -130,7 +135,7 @@ def _quick_transfer(x, c, ic1, ic2, nc, an1, an2, ncp, d, itran, indx, max_steps
                     d[i0] = _sqdist(x, i0, c, l1) * an1[l1]
                 if istep < ncp[l1] or istep < ncp[l2]:
                     r2 = d[i0] / an2[l2]
-                    if _sqdist_below(x, i0, c, l2, r2) < r2:
+                    if _sqdist(x, i0, c, l2, r2) < r2:
                         icoun = 0
                         indx = 0
                         itran[l1] = 1
@@ -163,7 +168,7 @@ def _hartigan_wong(x, c, max_iter, max_qtran):
             ic2[i] = 0
             dt0, dt1 = dt1, dt0
         for l in range(2, k):
-            db = _sqdist_below(x, i, c, l, dt1)
+            db = _sqdist(x, i, c, l, dt1)
             if db >= dt1:
                 continue
             if db < dt0:
@@ -174,16 +179,9 @@ def _hartigan_wong(x, c, max_iter, max_qtran):
             else:
                 dt1 = db
                 ic2[i] = l
-    # centres = the means of their points
-    nc = np.zeros(k, dtype=np.int64)
-    c[:, :] = 0.0
-    for i in range(m):
-        nc[ic1[i]] += 1
-        c[ic1[i], :] += x[i, :]
-    for l in range(k):
-        if nc[l] == 0:
-            return ic1, c, 0, 1
-        c[l, :] /= nc[l]
+    c, nc = _cluster_means(x, ic1, k)
+    if (nc == 0).any():
+        return ic1, c, 0, 1
     an1 = np.empty(k)
     an2 = np.empty(k)
     ncp = np.full(k, -1, dtype=np.int64)
@@ -209,12 +207,7 @@ def _hartigan_wong(x, c, max_iter, max_qtran):
             fault = 0
             break
         ncp[:] = 0
-    # final centres from the assignment
-    c[:, :] = 0.0
-    for i in range(m):
-        c[ic1[i], :] += x[i, :]
-    for l in range(k):
-        c[l, :] /= nc[l]
+    c, _ = _cluster_means(x, ic1, k)  # final centres from the assignment, as R recomputes them
     return ic1, c, it, fault
 
 
