@@ -127,10 +127,11 @@ BASELINES = {"pca": "RAW", "scanorama": "Scanorama", "harmony": "Harmony"}
 VARIANTS: dict[str, dict] = {
     "davae": {},
     "davae_scbean": {"preset": "scbean"},
-    # references for the default's choices (docs/davae.md): no adversary at all (a conditional VAE), and
-    # the previous default (the adversary everywhere, λ 1)
+    # references for the default's choices (docs/davae.md): no adversary at all (a conditional VAE, relative
+    # to the current default), and the first default, pinned as it was run (the adversary everywhere, λ 1,
+    # the batch one-hot on the decoder's input)
     "davae_no_adversary": {"domain_lambda": 0.0},
-    "davae_global": {"domain_prior": "none", "domain_lambda": 1.0, "decoder_batch_mode": "input"},  # the first default, as it was
+    "davae_global": {"domain_prior": "none", "domain_lambda": 1.0, "decoder_batch_mode": "input"},
     # the default before the affine decoder: the batch one-hot on the decoder's input
     "davae_input": {"decoder_batch_mode": "input"},
     # measured and not the default: the same fit, the PCs of the batch-corrected expression as the embedding
