@@ -122,13 +122,14 @@ def integrate_with_model(adata: AnnData, batch_key: str = "batch", preset: str =
         model.fit(seed=seed, device=device, progress=progress, precision=precision)
         out.obsm["X_davae"] = model.transform()
         embedding = "X_davae"
-        if params.embedding == "corrected_pca":
-            embedding = "X_davae_pca"
-            out.obsm[embedding] = model.corrected_pca(latent=out.obsm["X_davae"])
-        if recover:
-            out.layers["davae_recovered"] = model.recover()
         if corrected:
             out.layers["davae_corrected"] = model.corrected(latent=out.obsm["X_davae"])
+        if params.embedding == "corrected_pca":  # from the corrected layer when there is one: decoded once
+            embedding = "X_davae_pca"
+            out.obsm[embedding] = model.corrected_pca(latent=out.obsm["X_davae"],
+                                                      corrected=out.layers["davae_corrected"] if corrected else None)
+        if recover:
+            out.layers["davae_recovered"] = model.recover()
         out.uns["davae"] = {
             "preset": preset,
             "params": {k: (v if v is not None else "None") for k, v in params.to_dict().items()},

@@ -137,20 +137,22 @@ class DAVAE:
         return training.encode(self.module, X, codes, device=self.device)
 
     def corrected_pca(self, adata: AnnData | None = None, n_comps: int | None = None,
-                      latent: np.ndarray | None = None) -> np.ndarray:
+                      latent: np.ndarray | None = None, corrected: np.ndarray | None = None) -> np.ndarray:
         """Principal components of the batch-corrected expression of ``adata`` (default: the training data).
 
         Each cell is decoded from its latent mean under the average batch and the decoded matrix is reduced
         to its first ``n_comps`` (default: the ``embedding_pcs`` parameter) principal components, fitted on
         these cells (:func:`davae.training.corrected_pca`). ``latent``: the cells' latent means when already
-        computed (``transform``'s result), to skip encoding them again.
+        computed (``transform``'s result), to skip encoding them again; ``corrected``: their batch-corrected
+        expression when already computed (:meth:`corrected`'s result), to skip decoding them again (same
+        result).
         """
         self._require_trained()
         Z = self.transform(adata) if latent is None else latent
         n = self.params.embedding_pcs if n_comps is None else int(n_comps)
         if n < 1:
             raise ValueError(f"n_comps must be >= 1, got {n}")
-        return training.corrected_pca(self.module, Z, n, device=self.device)
+        return training.corrected_pca(self.module, Z, n, device=self.device, decoded=corrected)
 
     def corrected(self, adata: AnnData | None = None, latent: np.ndarray | None = None) -> np.ndarray:
         """Batch-corrected expression of ``adata`` (default: the training data), cells × genes dense float32.

@@ -394,7 +394,7 @@ def decode(module: DAVAEModule, Z: np.ndarray, codes: np.ndarray | None, *, batc
 
 @torch.no_grad()
 def corrected_pca(module: DAVAEModule, Z: np.ndarray, n_comps: int, *, batch_size: int = 4096,
-                  device: torch.device = torch.device("cpu")) -> np.ndarray:
+                  device: torch.device = torch.device("cpu"), decoded: np.ndarray | None = None) -> np.ndarray:
     """Principal components of the batch-corrected expression of latent ``Z`` (cells × ``n_comps`` float32).
 
     Every cell is decoded from its latent mean under the *average* batch (the one-hot replaced by ``1/B`` for
@@ -406,15 +406,24 @@ def corrected_pca(module: DAVAEModule, Z: np.ndarray, n_comps: int, *, batch_siz
     (then no larger than that covariance) is held and the cells × cells Gram matrix decomposed instead.
     Component signs are fixed (largest loading positive), so the result is deterministic. At most
     ``min(n_comps, n_genes, n_cells - 1)`` components.
+
+    ``decoded``: the batch-corrected expression of ``Z`` when already computed (:func:`decode` with
+    ``codes=None`` and the same ``batch_size``, e.g. the ``davae_corrected`` layer); its row chunks are then
+    used instead of decoding again, with the same result to the bit.
     """
     n, n_genes = Z.shape[0], module.n_genes
+    if decoded is not None and tuple(decoded.shape) != (n, n_genes):
+        raise ValueError(f"decoded has shape {tuple(decoded.shape)}, expected {(n, n_genes)} (cells x genes of Z)")
     if n < 2:
         raise ValueError(f"corrected_pca needs at least two cells, got {n}")
     k = int(min(n_comps, n_genes, n - 1))
     module.to(device).eval()
 
     def chunks():
-        return _decoded_chunks(module, Z, None, batch_size, device)
+        if decoded is None:
+            return _decoded_chunks(module, Z, None, batch_size, device)
+        return ((i, torch.from_numpy(np.ascontiguousarray(decoded[i : i + batch_size], dtype=np.float32)).to(device))
+                for i in range(0, n, batch_size))
 
     held = None
     if n <= n_genes:  # few cells: the cells × cells Gram matrix is the smaller eigenproblem (same result)

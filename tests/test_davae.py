@@ -404,6 +404,33 @@ def test_the_latent_is_the_embedding_unless_the_corrected_pcs_are_asked_for():
         davae.get_params(embedding="umap")
 
 
+def test_corrected_pcs_from_the_corrected_layer_equal_a_fresh_decoding_and_decode_once(monkeypatch):
+    a = _lognorm(_toy(n_per_batch=50, n_batches=3))  # 150 cells, 30 genes: the genes × genes route
+    m = davae.DAVAE(a, batch_key="batch", **TINY).fit(seed=0, device="cpu", progress=False)
+    z = m.transform()
+    from davae import training
+    for cells in (slice(None), slice(0, 20)):  # more cells than genes, and fewer (the cells × cells route)
+        dec = training.decode(m.module, z[cells], None, batch_size=37)
+        np.testing.assert_array_equal(training.corrected_pca(m.module, z[cells], 4, batch_size=37, decoded=dec),
+                                      training.corrected_pca(m.module, z[cells], 4, batch_size=37))
+    np.testing.assert_array_equal(m.corrected_pca(n_comps=4, latent=z, corrected=m.corrected(latent=z)),
+                                  m.corrected_pca(n_comps=4, latent=z))
+    with pytest.raises(ValueError, match="decoded has shape"):
+        training.corrected_pca(m.module, z, 4, decoded=m.corrected(latent=z)[:10])
+    # integrate with the corrected layer and the corrected PCs decodes the cells once, same results
+    kw = dict(preprocess=False, seed=0, device="cpu", progress=False, recover=False, embedding="corrected_pca",
+              embedding_pcs=4, **TINY)
+    calls = []
+    chunks = training._decoded_chunks
+    monkeypatch.setattr(training, "_decoded_chunks", lambda *a_, **k: calls.append(1) or chunks(*a_, **k))
+    both = davae.integrate(a, corrected=True, **kw)
+    assert len(calls) == 1
+    pcs_only = davae.integrate(a, **kw)
+    np.testing.assert_array_equal(both.obsm["X_davae_pca"], pcs_only.obsm["X_davae_pca"])
+    layer_only = davae.integrate(a, corrected=True, **dict(kw, embedding="latent"))
+    np.testing.assert_array_equal(both.layers["davae_corrected"], layer_only.layers["davae_corrected"])
+
+
 def test_integrate_preprocess_selects_genes():
     a = _toy(n_genes=40)
     out = davae.integrate(a, preset="scbean", n_top_genes=25, seed=0, device="cpu", progress=False,
