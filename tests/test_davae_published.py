@@ -1,0 +1,112 @@
+"""The published mechanisms measured in ``benchmarks/davae_published.py`` (Portal's boundary, IWAN's weights,
+uniPort's unbalanced OT, SCALEX's domain-specific batch norm) do what their docstrings say, and the patch
+leaves the DAVAE core as it found it."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+import davae.model
+import davae.training
+from davae.module import DAVAEModule, davae_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+_BUILD = davae.model._build_module
+
+
+@pytest.fixture(scope="module")
+def pub():
+    spec = importlib.util.spec_from_file_location("davae_published", ROOT / "benchmarks" / "davae_published.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _out(logits: torch.Tensor, n_genes: int = 20, n: int = 6) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    out = {"mu": torch.randn(n, 3, generator=g), "logvar": torch.zeros(n, 3),
+           "x_logits": torch.randn(n, n_genes, generator=g), "logits": logits}
+    x = torch.rand(n, n_genes, generator=g)
+    return out, x, torch.ones(n)
+
+
+def test_portal_loss_is_the_cross_entropy_inside_the_boundary_and_flat_outside(pub):
+    batch = torch.tensor([0, 1, 2, 0, 1, 2])
+    logits = torch.tensor([[0.5, 0.1, -0.2], [0.0, 0.3, 0.1], [1.0, -1.0, 0.2],
+                           [9.0, -4.0, -4.0], [0.2, 0.2, 0.2], [-0.3, 0.4, 0.0]], requires_grad=True)
+    out, x, w = _out(logits)
+    clipped = pub.portal_loss(5.0)(out, x, batch, w, 0.1)
+    plain = davae_loss(out, x, batch, w, 0.1)
+    m = pub.own_batch_log_odds(logits.detach(), batch)
+    assert m[3] > 5 and (m.abs()[[0, 1, 2, 4, 5]] < 5).all()
+    # every cell inside the boundary: the same per-cell term; the confident cell 3 contributes the constant
+    inside = torch.nn.functional.cross_entropy(logits, batch, reduction="none")
+    expect = (inside[[0, 1, 2, 4, 5]].sum() + torch.nn.functional.softplus(torch.tensor(-5.0))) / 6 * 20 * 0.1
+    assert torch.isclose(clipped["domain"], expect)
+    assert not torch.isclose(clipped["domain"], plain["domain"])
+    clipped["domain"].backward()
+    assert torch.all(logits.grad[3] == 0) and torch.all(logits.grad[0] != 0)
+
+
+def test_own_batch_log_odds_is_the_logit_of_the_softmax_probability(pub):
+    logits = torch.randn(50, 4, generator=torch.Generator().manual_seed(1))
+    batch = torch.randint(0, 4, (50,), generator=torch.Generator().manual_seed(2))
+    p = torch.softmax(logits, 1).gather(1, batch[:, None])[:, 0]
+    assert torch.allclose(pub.own_batch_log_odds(logits, batch), torch.log(p / (1 - p)), atol=1e-5)
+
+
+def test_iwan_weights_favour_cells_the_classifier_does_not_place(pub):
+    batch = torch.tensor([0, 0, 1, 1])
+    logits = torch.tensor([[6.0, -6.0], [0.0, 0.0], [0.0, 0.0], [-6.0, 6.0]], requires_grad=True)
+    out, x, w = _out(logits, n=4)
+    pub.iwan_loss()(out, x, batch, w, 0.1)["domain"].backward()
+    g = logits.grad.abs().sum(1)
+    assert g[1] > 100 * g[0] and g[2] > 100 * g[3]
+
+
+def test_unbalanced_plan_leaves_an_outlier_unmatched_and_tends_to_balanced(pub):
+    a = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1]])
+    b = torch.tensor([[0.05, 0.05], [0.0, 0.05], [10.0, 10.0]])  # the last target has no partner
+    cost = torch.cdist(a, b).pow(2)
+    plan = pub.unbalanced_plan(cost, reg=0.1, reg_m=1.0)
+    # the cost is scaled by its maximum (uniPort), so the outlier sets the kernel's scale: it keeps some mass
+    assert plan[:, 2].sum() < 0.5 * plan[:, :2].sum(0).min()
+    balanced = pub.unbalanced_plan(cost, reg=0.1, reg_m=1e4, iters=500)
+    assert torch.allclose(balanced.sum(0), torch.full((3,), 1 / 3), atol=1e-2)
+
+
+def test_domain_specific_bn_normalises_each_batch_with_its_own_statistics(pub):
+    bn = pub.DomainSpecificBN(4, 2).train()
+    x = torch.cat([torch.randn(30, 4) + 5.0, torch.randn(20, 4) - 3.0])
+    bn.codes = torch.tensor([0] * 30 + [1] * 20)
+    y = bn(x)
+    assert torch.allclose(y[:30].mean(0), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(y[30:].mean(0), torch.zeros(4), atol=1e-4)
+    bn.codes = torch.tensor([0] * 49 + [1])  # a batch with one cell uses its running statistics
+    assert torch.isfinite(bn(x)).all()
+
+
+def test_patches_change_the_fit_and_restore_the_core(pub):
+    loss, build = davae.training.davae_loss, davae.model._build_module
+    p = davae.presets.get_params("default", decoder_batch=False)
+    with pub.patched(loss=pub.portal_loss(5.0), build=pub.dsbn_module):
+        assert davae.training.davae_loss is not loss
+        m = davae.model._build_module(p, 12, 3)
+        assert any(isinstance(layer, pub.DomainSpecificBN) for layer in m.decoder)
+        z, onehot = torch.randn(8, m.z_mean.out_features), torch.eye(3)[torch.tensor([0, 1, 2] * 2 + [0, 1])]
+        assert m.decode_logits(z, onehot).shape == (8, 12)
+    assert davae.training.davae_loss is loss and davae.model._build_module is build
+    assert isinstance(build(p, 12, 3), DAVAEModule)
+    assert not any(isinstance(layer, pub.DomainSpecificBN) for layer in build(p, 12, 3).decoder)
+
+
+def test_settings_name_only_valid_davae_overrides(pub):
+    for name, (params, ctx) in pub.SETTINGS.items():
+        assert set(params) <= set(davae.OVERRIDE_NAMES), name
+        with ctx():
+            assert davae.training.davae_loss is not davae_loss or davae.model._build_module is not _BUILD, name
+    assert davae.training.davae_loss is davae_loss and davae.model._build_module is _BUILD
