@@ -34,12 +34,17 @@ OVERLAP_MIN = 0.05
 
 
 def neighbour_batch_shares(z: np.ndarray, codes: np.ndarray, n_batches: int, k: int,
-                           smoothing: int = 1) -> np.ndarray:
+                           smoothing: int = 1, n_jobs: int | None = None) -> np.ndarray:
     """Cells × batches: each batch's share among a cell's ``k`` nearest neighbours in ``z`` (the cell itself
-    included), divided by the batch's share of all cells, then scaled so every row's maximum is 1."""
+    included), divided by the batch's share of all cells, then scaled so every row's maximum is 1.
+
+    ``n_jobs``: threads for the exact neighbour search (scikit-learn's k-d tree, queries split between
+    threads; the same neighbours whatever the number). In a 10-d latent the search grows faster than
+    linearly with the cells, and it is most of the prior's cost at atlas size (docs/davae.md, "Speed and
+    memory")."""
     n = z.shape[0]
     k = int(min(k, n - 1))
-    idx = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z, return_distance=False)
+    idx = NearestNeighbors(n_neighbors=k + 1, n_jobs=n_jobs).fit(z).kneighbors(z, return_distance=False)
     graph = sp.csr_matrix((np.full(idx.size, 1.0 / (k + 1)), idx.ravel(), np.arange(0, idx.size + 1, k + 1)),
                           shape=(n, n))
     onehot = sp.csr_matrix((np.ones(n), (np.arange(n), codes)), shape=(n, n_batches))
@@ -53,10 +58,11 @@ def neighbour_batch_shares(z: np.ndarray, codes: np.ndarray, n_batches: int, k: 
 
 
 def local_batch_prior(z: np.ndarray, codes: np.ndarray, n_batches: int, *, k: int = 30, share: float = 0.1,
-                      smoothing: int = 1) -> np.ndarray:
+                      smoothing: int = 1, n_jobs: int | None = None) -> np.ndarray:
     """Cells × batches log-prior for the classifier's logits: 0 where the batch is present around the cell
-    (see the module docstring), ``log(FLOOR)`` elsewhere; the cell's own batch always 0."""
-    present = neighbour_batch_shares(z, codes, n_batches, k, smoothing) >= share
+    (see the module docstring), ``log(FLOOR)`` elsewhere; the cell's own batch always 0. ``n_jobs``: threads
+    for the neighbour search (:func:`neighbour_batch_shares`)."""
+    present = neighbour_batch_shares(z, codes, n_batches, k, smoothing, n_jobs=n_jobs) >= share
     present[np.arange(len(codes)), codes] = True
     return np.where(present, 0.0, np.log(FLOOR)).astype(np.float32)
 

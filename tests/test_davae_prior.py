@@ -88,6 +88,24 @@ def test_local_prior_training_warms_up_without_the_adversary():
     assert res.uns["davae"]["params"]["domain_prior"] == "local"
 
 
+def test_the_neighbour_search_splits_between_threads_with_the_same_result(monkeypatch):
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 1, (3000, 10))
+    codes = rng.integers(0, 3, 3000)
+    one = neighbour_batch_shares(z, codes, 3, k=30)
+    np.testing.assert_array_equal(neighbour_batch_shares(z, codes, 3, k=30, n_jobs=2), one)
+    np.testing.assert_array_equal(local_batch_prior(z, codes, 3, n_jobs=2), local_batch_prior(z, codes, 3))
+    # a fit searches on its threads (the minibatch loop may run on fewer)
+    seen = []
+    from davae import training
+    real = training.local_batch_prior
+    monkeypatch.setattr(training, "local_batch_prior", lambda *a, **k: seen.append(k["n_jobs"]) or real(*a, **k))
+    a = _lognorm(_toy(n_per_batch=40))
+    davae.integrate(a, preprocess=False, seed=0, device="cpu", progress=False, recover=False, threads=2,
+                    **dict(TINY, epochs=4), domain_prior="local", prior_neighbors=5)
+    assert seen == [2]
+
+
 def test_prior_parameters_are_checked():
     for bad in ({"domain_prior": "global"}, {"prior_warmup": 1.0}, {"prior_share": 0.0}, {"prior_neighbors": 0},
                 {"prior_fallback": "yes"}):

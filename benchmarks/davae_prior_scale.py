@@ -1,0 +1,53 @@
+"""Cost of DAVAE's local batch prior (``davae.prior.local_batch_prior``) as the cells grow to atlas size.
+
+The prior is computed once per fit, on the CPU, from the latent means of every cell: an exact 30-nearest-
+neighbour search (scikit-learn's k-d tree) and two sparse products. In a 10-d latent the k-d tree's queries
+get slower as the tree grows, so the search grows faster than linearly with the cells. This times it on a
+synthetic latent shaped like a VAE's (10-d, 30 Gaussian groups of sd 0.5 around centres of sd 2, float32) with
+batches drawn at random, for each size and thread count, each in this process.
+
+Usage::
+
+    OMP_NUM_THREADS=2 python benchmarks/davae_prior_scale.py --sizes 100000,300000,762000 --batches 16 --jobs 1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from davae.prior import batch_groups, batch_overlap, local_batch_prior
+
+
+def latent(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 2, (30, 10))
+    return (centres[rng.integers(0, 30, n)] + rng.normal(0, 0.5, (n, 10))).astype(np.float32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="100000,300000")
+    ap.add_argument("--batches", type=int, default=16)
+    ap.add_argument("--jobs", default="1,2", help="thread counts for the neighbour search")
+    args = ap.parse_args(argv)
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print("| cells | batches | threads | prior s | groups |")
+    print("|---|---|---|---|---|")
+    for n in (int(s) for s in args.sizes.split(",")):
+        z = latent(n)
+        codes = np.random.default_rng(1).integers(0, args.batches, n)
+        for jobs in (int(j) for j in args.jobs.split(",")):
+            t = time.perf_counter()
+            lp = local_batch_prior(z, codes, args.batches, n_jobs=jobs)
+            wall = time.perf_counter() - t
+            groups = len(batch_groups(batch_overlap(lp, codes, args.batches)))
+            print(f"| {n} | {args.batches} | {jobs} | {wall:.1f} | {groups} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
