@@ -1,9 +1,10 @@
 """The published mechanisms of issue 14, measured on DAVAE: Portal's boundary on the discriminator score,
-uniPort's minibatch unbalanced optimal transport, and SCALEX's domain-specific batch normalisation.
+IWAN's importance weights, uniPort's minibatch unbalanced optimal transport, and SCALEX's domain-specific
+batch normalisation.
 
 Each is written here from its paper's description (not from its code) as a patch of the DAVAE core for the
 duration of one fit, so the core (``davae/``) keeps only what the study adopted and the rows of
-``docs/davae.md`` ("Published mechanisms") can be reproduced. A patched fit is otherwise the default fit:
+``docs/davae.md`` ("The published mechanisms for composition shift, measured") can be reproduced. A patched fit is otherwise the default fit:
 same preprocessing, schedule, decoder and seed handling.
 
 - **Portal** (Zhao et al., Nat Comput Sci 2022). Portal's discriminators score each cell; their losses
