@@ -191,9 +191,11 @@ def _unbridged(log_prior: np.ndarray, codes: np.ndarray, n_batches: int, fallbac
     names = batch_names or [str(b) for b in range(n_batches)]
     listed = " | ".join(", ".join(str(names[b]) for b in g) for g in groups)
     warnings.warn(f"DAVAE: these groups of batches share no neighbourhood in the warm-up latent, so the local "
-                  f"batch prior leaves them unaligned: {listed}. If they hold the same cell types, refit with "
-                  f"prior_fallback=True (command line: --prior-fallback); docs/davae.md, 'Batches that share "
-                  f"no neighbourhood'.", UserWarning, stacklevel=2)
+                  f"batch prior leaves them unaligned: {listed}. If they hold the same cell types (technical "
+                  f"batches, or modalities of one sample), refit with prior_fallback=True (command line: "
+                  f"--prior-fallback); leave it off where a group is a different kind of sample (e.g. spots "
+                  f"against single cells); docs/davae.md, 'Batches that share no neighbourhood'.",
+                  UserWarning, stacklevel=2)
     return log_prior
 
 

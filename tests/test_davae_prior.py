@@ -152,7 +152,8 @@ def test_unbridged_groups_warn_or_fall_back_to_the_global_prior():
 
     z, codes = _islands()
     prior = local_batch_prior(z, codes, 3, k=10)
-    with pytest.warns(UserWarning, match=r"share no neighbourhood.*: x, y \| z\. .*prior_fallback=True"):
+    advice = r"prior_fallback=True.*leave it off where a group is a different kind of sample"
+    with pytest.warns(UserWarning, match=r"share no neighbourhood.*: x, y \| z\. .*" + advice):
         kept = _unbridged(prior, codes, 3, False, ["x", "y", "z"])
     assert kept is prior
     with warnings.catch_warnings():
