@@ -250,14 +250,12 @@ def run_panel(argv: list[str]) -> int:
 
 def run_spots(names: list[str], seeds: list[int]) -> None:
     import anndata as ad
-    from davae_study.groundtruth import evaluate_spots, make_spots_application
-    from davae_study.prepare import prepare
+    from davae_study.groundtruth import evaluate_spots
+    from transfer_groundtruth import DEMO, spots_design
 
-    ifnb = ad.read_h5ad(ROOT / "data" / "demo" / "seuratTools_ifnb1k.h5ad")
+    ifnb = ad.read_h5ad(DEMO / "seuratTools_ifnb1k.h5ad")
     for seed in seeds:
-        combined, truth = make_spots_application(ifnb, reference_batches="CTRL", spot_batches="STIM",
-                                                 grid=(12, 12), cells_per_spot=8, seed=seed)
-        prep = prepare(combined, n_top_genes=2000)
+        prep, truth = spots_design(ifnb, seed)
         for name in names:
             params, ctx = SETTINGS[name] if name in SETTINGS else ({}, contextlib.nullcontext)
             with ctx():

@@ -35,6 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"
 
 
+def spots_design(ifnb: ad.AnnData, seed: int) -> tuple[ad.AnnData, pd.DataFrame]:
+    """Ground truth (b): STIM cells mixed 8 to a spot on a 12 × 12 grid beside the CTRL cells as reference,
+    prepared jointly; returns the prepared AnnData and the spots' true proportions."""
+    combined, truth = make_spots_application(ifnb, reference_batches="CTRL", spot_batches="STIM",
+                                             grid=(12, 12), cells_per_spot=8, seed=seed)
+    return prepare(combined, n_top_genes=2000), truth
+
+
 def integrate_all(prepared: ad.AnnData, methods: list[str], seed: int) -> dict[str, np.ndarray]:
     embs = {}
     for m in methods:
@@ -91,9 +99,7 @@ def main() -> None:
                      "metric": "transfer_macro_f1", "value": r.macro_f1, "n": r.n, "baseline": np.nan},
                 ]
         print(f"seed {seed}: (b) simulated spots (STIM mixtures) vs CTRL reference")
-        combined, truth = make_spots_application(ifnb, reference_batches="CTRL", spot_batches="STIM",
-                                                 grid=(12, 12), cells_per_spot=8, seed=seed)
-        prep = prepare(combined, n_top_genes=2000)
+        prep, truth = spots_design(ifnb, seed)
         for m, emb in integrate_all(prep, args.methods, seed).items():
             for scorer, kw in (("similarity_paper", {"variant": "similarity", "normalise": "paper"}),
                                ("similarity_proportion", {"variant": "similarity", "normalise": "proportion"}),
