@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import NearestNeighbors
 
@@ -33,18 +34,53 @@ OVERLAP_MIN = 0.05
 """Two batches are linked in the overlap graph when at least this share of one's cells has the other present."""
 
 
+CHUNK_ELEMENTS = 1 << 26
+"""Distances held at once by the brute-force search on an accelerator (float64: 512 MB)."""
+
+
+def knn_indices(z: np.ndarray, k: int, *, n_jobs: int | None = None,
+                device: str | torch.device | None = None) -> np.ndarray:
+    """Cells × (``k`` + 1): the indices of each cell's ``k`` + 1 nearest neighbours in ``z`` (Euclidean,
+    exact, nearest first; the cell itself is one of them).
+
+    On the CPU (``device`` None or a CPU device): scikit-learn's k-d tree, its queries split between
+    ``n_jobs`` threads (the same neighbours whatever the number). In a 10-d latent the k-d tree's cost grows
+    about as n^1.9 (docs/davae.md, "The local prior at atlas size"). On an accelerator (a fit on CUDA):
+    brute force, the distances to all cells of :data:`CHUNK_ELEMENTS` // n query cells at a time in float64
+    and their smallest ``k`` + 1 kept (:func:`knn_indices_brute`). Both are exact: they differ only where
+    two neighbours lie at the same distance to within rounding."""
+    if device is None or torch.device(device).type == "cpu":
+        return NearestNeighbors(n_neighbors=k + 1, n_jobs=n_jobs).fit(z).kneighbors(z, return_distance=False)
+    return knn_indices_brute(z, k, device)
+
+
+@torch.no_grad()
+def knn_indices_brute(z: np.ndarray, k: int, device: str | torch.device) -> np.ndarray:
+    """:func:`knn_indices` by brute force with torch on ``device`` (any device; used on accelerators)."""
+    zt = torch.as_tensor(np.asarray(z), device=device).double()
+    n = zt.shape[0]
+    sq = (zt * zt).sum(1)
+    rows = max(1, CHUNK_ELEMENTS // n)
+    out = torch.empty((n, k + 1), dtype=torch.long, device=zt.device)
+    for start in range(0, n, rows):
+        q = zt[start:start + rows]
+        d = torch.addmm(sq[None, :], q, zt.T, alpha=-2.0).add_(sq[start:start + rows, None])
+        out[start:start + rows] = d.topk(k + 1, dim=1, largest=False, sorted=True).indices
+    return out.cpu().numpy()
+
+
 def neighbour_batch_shares(z: np.ndarray, codes: np.ndarray, n_batches: int, k: int,
-                           smoothing: int = 1, n_jobs: int | None = None) -> np.ndarray:
+                           smoothing: int = 1, n_jobs: int | None = None,
+                           device: str | torch.device | None = None) -> np.ndarray:
     """Cells × batches: each batch's share among a cell's ``k`` nearest neighbours in ``z`` (the cell itself
     included), divided by the batch's share of all cells, then scaled so every row's maximum is 1.
 
-    ``n_jobs``: threads for the exact neighbour search (scikit-learn's k-d tree, queries split between
-    threads; the same neighbours whatever the number). In a 10-d latent the search grows faster than
-    linearly with the cells, and it is most of the prior's cost at atlas size (docs/davae.md, "Speed and
-    memory")."""
+    ``n_jobs``, ``device``: where the exact neighbour search runs (:func:`knn_indices`: the CPU's k-d tree on
+    ``n_jobs`` threads, or brute force on an accelerator). The search is most of the prior's cost at atlas
+    size (docs/davae.md, "The local prior at atlas size")."""
     n = z.shape[0]
     k = int(min(k, n - 1))
-    idx = NearestNeighbors(n_neighbors=k + 1, n_jobs=n_jobs).fit(z).kneighbors(z, return_distance=False)
+    idx = knn_indices(z, k, n_jobs=n_jobs, device=device)
     graph = sp.csr_matrix((np.full(idx.size, 1.0 / (k + 1)), idx.ravel(), np.arange(0, idx.size + 1, k + 1)),
                           shape=(n, n))
     onehot = sp.csr_matrix((np.ones(n), (np.arange(n), codes)), shape=(n, n_batches))
@@ -58,11 +94,12 @@ def neighbour_batch_shares(z: np.ndarray, codes: np.ndarray, n_batches: int, k: 
 
 
 def local_batch_prior(z: np.ndarray, codes: np.ndarray, n_batches: int, *, k: int = 30, share: float = 0.1,
-                      smoothing: int = 1, n_jobs: int | None = None) -> np.ndarray:
+                      smoothing: int = 1, n_jobs: int | None = None,
+                      device: str | torch.device | None = None) -> np.ndarray:
     """Cells × batches log-prior for the classifier's logits: 0 where the batch is present around the cell
-    (see the module docstring), ``log(FLOOR)`` elsewhere; the cell's own batch always 0. ``n_jobs``: threads
-    for the neighbour search (:func:`neighbour_batch_shares`)."""
-    present = neighbour_batch_shares(z, codes, n_batches, k, smoothing, n_jobs=n_jobs) >= share
+    (see the module docstring), ``log(FLOOR)`` elsewhere; the cell's own batch always 0. ``n_jobs``,
+    ``device``: where the neighbour search runs (:func:`knn_indices`)."""
+    present = neighbour_batch_shares(z, codes, n_batches, k, smoothing, n_jobs=n_jobs, device=device) >= share
     present[np.arange(len(codes)), codes] = True
     return np.where(present, 0.0, np.log(FLOOR)).astype(np.float32)
 

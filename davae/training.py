@@ -288,7 +288,7 @@ def train(
                     module.train()
                     lp = local_batch_prior(z, np.asarray(codes), module.n_batches, k=params.prior_neighbors,
                                            share=params.prior_share, smoothing=params.prior_smoothing,
-                                           n_jobs=all_threads)
+                                           n_jobs=all_threads, device=device)
                     lp = _unbridged(lp, np.asarray(codes), module.n_batches, params.prior_fallback, batch_names)
                     prior = torch.from_numpy(lp).to(device)
             # loss parts summed on the device and read back once per epoch (a per-step read would make every

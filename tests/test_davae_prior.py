@@ -12,8 +12,10 @@ import torch
 from torch.nn import functional as F
 
 import davae
+import davae.prior as prior_mod
 from davae.module import davae_loss
-from davae.prior import FLOOR, batch_groups, batch_overlap, local_batch_prior, neighbour_batch_shares
+from davae.prior import (FLOOR, batch_groups, batch_overlap, knn_indices, knn_indices_brute, local_batch_prior,
+                         neighbour_batch_shares)
 
 from conftest import shared_file
 
@@ -99,11 +101,30 @@ def test_the_neighbour_search_splits_between_threads_with_the_same_result(monkey
     seen = []
     from davae import training
     real = training.local_batch_prior
-    monkeypatch.setattr(training, "local_batch_prior", lambda *a, **k: seen.append(k["n_jobs"]) or real(*a, **k))
+    monkeypatch.setattr(training, "local_batch_prior",
+                        lambda *a, **k: seen.append((k["n_jobs"], k["device"])) or real(*a, **k))
     a = _lognorm(_toy(n_per_batch=40))
     davae.integrate(a, preprocess=False, seed=0, device="cpu", progress=False, recover=False, threads=2,
                     **dict(TINY, epochs=4), domain_prior="local", prior_neighbors=5)
-    assert seen == [2]
+    assert seen == [(2, torch.device("cpu"))]
+
+
+def test_brute_force_search_for_accelerators_finds_the_k_d_trees_neighbours(monkeypatch):
+    rng = np.random.default_rng(4)
+    z = (rng.normal(0, 2, (12, 10))[rng.integers(0, 12, 2500)] + rng.normal(0, 0.5, (2500, 10))).astype(np.float32)
+    codes = rng.integers(0, 3, 2500)
+    tree = knn_indices(z, 30)
+    monkeypatch.setattr(prior_mod, "CHUNK_ELEMENTS", 2500 * 7 + 3)  # 7 query cells per chunk, ragged last one
+    brute = knn_indices_brute(z, 30, "cpu")
+    assert brute.shape == tree.shape == (2500, 31)
+    assert (brute[:, 0] == np.arange(2500)).all()  # nearest first: the cell itself
+    np.testing.assert_array_equal(np.sort(brute, 1), np.sort(tree, 1))
+    # a fit on an accelerator searches by brute force there, and gets the same prior
+    devices = []
+    monkeypatch.setattr(prior_mod, "knn_indices_brute",
+                        lambda z, k, device: devices.append(str(device)) or knn_indices_brute(z, k, "cpu"))
+    np.testing.assert_array_equal(local_batch_prior(z, codes, 3, device="cuda"), local_batch_prior(z, codes, 3))
+    assert devices == ["cuda"]
 
 
 def test_prior_parameters_are_checked():
