@@ -1,12 +1,13 @@
 """The published mechanisms measured in ``benchmarks/davae_published.py`` (Portal's boundary, IWAN's weights,
-uniPort's unbalanced OT, SCALEX's domain-specific batch norm) do what their docstrings say, and the patch
-leaves the DAVAE core as it found it."""
+uniPort's unbalanced OT, SCALEX's domain-specific batch norm, CDAN's cluster-conditioned adversary) do what
+their docstrings say, and the patches leave the DAVAE core as they found it."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from davae.module import DAVAEModule, davae_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 _BUILD = davae.model._build_module
+_PRIOR = davae.training.local_batch_prior
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +112,47 @@ def test_settings_name_only_valid_davae_overrides(pub):
         with ctx():
             assert davae.training.davae_loss is not davae_loss or davae.model._build_module is not _BUILD, name
     assert davae.training.davae_loss is davae_loss and davae.model._build_module is _BUILD
+    assert davae.training.local_batch_prior is _PRIOR
+
+
+def test_conditioned_classifier_uses_one_weight_block_per_nearest_centroid(pub):
+    torch.manual_seed(0)
+    clf = pub.ConditionedClassifier(latent_dim=2, hidden=8, depth=1, dropout=0.0, n_batches=3).eval()
+    z = torch.tensor([[0.0, 0.1], [0.2, 0.0], [5.0, 5.1], [4.9, 5.0]], requires_grad=True)
+    assert (clf.assign(z) == 0).all()  # before the centroids: every cell in cluster 0
+    clf.centroids = torch.tensor([[5.0, 5.0], [0.0, 0.0]])
+    assert clf.assign(z).tolist() == [1, 1, 0, 0]
+    before = clf(z).detach()
+    first = clf.net[0]
+    with torch.no_grad():  # the block of cluster 1 is the first layer's columns 1, 1 + K (z ⊗ onehot)
+        first.weight[:, [1, 1 + pub.MAX_CLUSTERS]] = 0.0
+    after = clf(z).detach()
+    assert torch.equal(after[2:], before[2:]) and not torch.allclose(after[:2], before[:2])
+    clf(z).sum().backward()  # the assignment carries no gradient, z's block does
+    assert torch.isfinite(z.grad).all() and (z.grad[2:].abs().sum() > 0)
+
+
+def test_leiden_centroids_lie_in_the_clusters_they_summarise(pub):
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(0, 0.3, (80, 4)), rng.normal(6, 0.3, (80, 4))]).astype(np.float32)
+    c = pub.leiden_centroids(z)
+    near_second = np.linalg.norm(c - 6, axis=1) < np.linalg.norm(c, axis=1)
+    assert 2 <= len(c) <= 12 and near_second.any() and (~near_second).any()
+    assert np.all(np.minimum(np.linalg.norm(c, axis=1), np.linalg.norm(c - 6, axis=1)) < 1.0)
+
+
+@pytest.mark.parametrize("use_prior", [False, True])
+def test_cdan_patch_conditions_the_classifier_at_the_prior_and_restores_the_core(pub, use_prior):
+    p = davae.presets.get_params("default")
+    rng = np.random.default_rng(1)
+    z = np.concatenate([rng.normal(0, 0.3, (60, 10)), rng.normal(5, 0.3, (60, 10))]).astype(np.float32)
+    codes = np.r_[np.tile([0, 1], 30), np.zeros(60, dtype=int)]  # blob 2 holds batch 0 only: the real prior
+    with pub.cdan_patches(use_prior=use_prior):
+        m = davae.model._build_module(p, 12, 2)
+        assert isinstance(m.classifier, pub.ConditionedClassifier) and m.classifier.centroids is None
+        lp = davae.training.local_batch_prior(z, codes, 2, k=30, share=0.1)
+        assert m.classifier.centroids is not None and m.classifier.centroids.shape[1] == 10
+        real = _PRIOR(z, codes, 2, k=30, share=0.1)  # marks batch 1 absent around blob 2
+        assert (real[60:, 1] < 0).all()
+        np.testing.assert_array_equal(lp, real if use_prior else np.zeros_like(real))
+    assert davae.training.local_batch_prior is _PRIOR and davae.model._build_module is _BUILD
