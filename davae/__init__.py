@@ -26,10 +26,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "integrate": "api", "integrate_with_model": "api", "DAVAE": "model", "preprocess": "preprocess",
     "DAVAEParams": "presets", "PRESETS": "presets", "OVERRIDE_NAMES": "presets", "get_params": "presets",
+    "UnbridgedBatchesWarning": "prior",
 }
 
 __all__ = ["integrate", "integrate_with_model", "DAVAE", "DAVAEParams", "PRESETS", "OVERRIDE_NAMES", "get_params", "preprocess",
-           "__version__"]
+           "UnbridgedBatchesWarning", "__version__"]
 
 
 class _Package(types.ModuleType):

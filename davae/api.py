@@ -87,8 +87,11 @@ def integrate(
     ``layers['davae_recovered']`` (decoder(z mean, own batch), same shape as ``X``; only with
     ``recover=True``), ``layers['davae_corrected']`` (decoder(z mean, average batch); only with
     ``corrected=True``) and ``uns['davae']`` (``preset``, ``params``, ``seed``,
-    ``device``, ``precision``, ``batch_key``, ``batch_categories``, ``history``, and ``embedding``: the
-    ``obsm`` key of the embedding to use downstream, ``X_davae_pca`` or ``X_davae``).
+    ``device``, ``precision``, ``batch_key``, ``batch_categories``, ``history``, ``embedding``: the
+    ``obsm`` key of the embedding to use downstream, ``X_davae_pca`` or ``X_davae``; and with the local prior
+    ``prior_groups``, each batch's group in the prior's overlap graph, in the order of ``batch_categories``
+    (all 0 when every batch shares neighbourhoods with another, several groups when some are left unaligned:
+    see :class:`davae.prior.UnbridgedBatchesWarning`), and ``prior_fallback_applied``).
     """
     out, _ = integrate_with_model(adata, batch_key=batch_key, preset=preset, preprocess=preprocess, seed=seed,
                                   device=device, precision=precision, copy=copy, progress=progress, recover=recover,
@@ -141,4 +144,7 @@ def integrate_with_model(adata: AnnData, batch_key: str = "batch", preset: str =
             "batch_categories": list(model.batch_categories),
             "history": {k: np.asarray(v, dtype=np.float64) for k, v in model.history.items()},
         }
+        if "prior_groups" in model.fit_info:  # the local prior's overlap graph (docs/davae.md, prior_fallback)
+            out.uns["davae"]["prior_groups"] = np.asarray(model.fit_info["prior_groups"], dtype=np.int64)
+            out.uns["davae"]["prior_fallback_applied"] = bool(model.fit_info["prior_fallback_applied"])
         return out, model

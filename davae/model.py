@@ -68,6 +68,9 @@ class DAVAE:
         self._codes = codes
         self.module = _build_module(self.params, adata.n_vars, len(cats))
         self.history: dict[str, list[float]] = {}
+        # what the fit found beyond the losses: with the local prior, each batch's group in the overlap graph
+        # (prior_groups, in the order of batch_categories) and whether prior_fallback was applied
+        self.fit_info: dict[str, object] = {}
         self.is_trained = False
         self.device = torch.device("cpu")
 
@@ -116,10 +119,11 @@ class DAVAE:
         if sp.issparse(X) and not sp.isspmatrix_csr(X):
             X = sp.csr_matrix(X)
         with limit_threads(threads):
+            self.fit_info = {}
             self.history = training.train(
                 self.module, X, self._codes, self.reconstruction_weights(self._codes), self.params,
                 seed=seed, device=self.device, precision=precision, progress=progress,
-                batch_names=self.batch_categories,
+                batch_names=self.batch_categories, fit_info=self.fit_info,
             )
         self.precision = precision
         self.seed = seed
@@ -196,6 +200,7 @@ class DAVAE:
             "batch_categories": list(self.batch_categories),
             "var_names": list(self.var_names),
             "history": {k: list(map(float, v)) for k, v in self.history.items()},
+            "fit_info": dict(self.fit_info),
             "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
         }
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -222,6 +227,7 @@ class DAVAE:
         self.batch_categories = list(state["batch_categories"])
         self.var_names = list(state["var_names"])
         self.history = {k: list(v) for k, v in state["history"].items()}
+        self.fit_info = dict(state.get("fit_info", {}))  # files written before it existed have none
         self.module = _build_module(params, len(self.var_names), len(self.batch_categories))
         self.module.load_state_dict(state["state_dict"])
         self.module.eval()

@@ -34,6 +34,12 @@ OVERLAP_MIN = 0.05
 """Two batches are linked in the overlap graph when at least this share of one's cells has the other present."""
 
 
+class UnbridgedBatchesWarning(UserWarning):
+    """A fit's local prior found groups of batches that share no neighbourhood in the warm-up latent, and left
+    them unaligned (``prior_fallback=False``). Its message names the groups; ``uns['davae']['prior_groups']``
+    records them. Turn it into an error with ``warnings.simplefilter("error", UnbridgedBatchesWarning)``."""
+
+
 CHUNK_ELEMENTS = 1 << 26
 """Distances held at once by the brute-force search on an accelerator (float64: 512 MB)."""
 

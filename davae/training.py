@@ -16,7 +16,7 @@ from ._progress import EpochProgress
 from ._threads import torch_threads
 from .module import DAVAEModule, davae_loss, ganin_lambda
 from .presets import DAVAEParams
-from .prior import batch_groups, batch_overlap, local_batch_prior
+from .prior import UnbridgedBatchesWarning, batch_groups, batch_overlap, local_batch_prior
 
 
 #: Minibatch entries (cells × input genes) per torch thread in the CPU minibatch loop. A training step's
@@ -179,11 +179,18 @@ def validation_split(codes: np.ndarray, fraction: float, seed: int,
 
 
 def _unbridged(log_prior: np.ndarray, codes: np.ndarray, n_batches: int, fallback: bool,
-               batch_names: list[str] | None) -> np.ndarray:
+               batch_names: list[str] | None, record: dict | None = None) -> np.ndarray:
     """The local prior as computed, unless the batches' overlap graph falls apart
-    (:func:`davae.prior.batch_groups`): then a warning naming the groups, or with ``fallback`` the global
-    prior (every batch present around every cell)."""
+    (:func:`davae.prior.batch_groups`): then a warning naming the groups
+    (:class:`davae.prior.UnbridgedBatchesWarning`), or with ``fallback`` the global prior (every batch present
+    around every cell). ``record`` (a dict) gets ``prior_groups``, each batch code's group (0, 1, ...; one
+    group when every batch is linked), and ``prior_fallback_applied``."""
     groups = batch_groups(batch_overlap(log_prior, codes, n_batches))
+    if record is not None:
+        group_of = np.zeros(n_batches, dtype=np.int64)
+        for g, members in enumerate(groups):
+            group_of[members] = g
+        record.update(prior_groups=group_of.tolist(), prior_fallback_applied=bool(fallback and len(groups) > 1))
     if len(groups) < 2:
         return log_prior
     if fallback:
@@ -195,7 +202,7 @@ def _unbridged(log_prior: np.ndarray, codes: np.ndarray, n_batches: int, fallbac
                   f"batches, or modalities of one sample), refit with prior_fallback=True (command line: "
                   f"--prior-fallback); leave it off where a group is a different kind of sample (e.g. spots "
                   f"against single cells); docs/davae.md, 'Batches that share no neighbourhood'.",
-                  UserWarning, stacklevel=2)
+                  UnbridgedBatchesWarning, stacklevel=2)
     return log_prior
 
 
@@ -212,13 +219,15 @@ def train(
     progress: bool = True,
     rows_on_device: bool | None = None,
     batch_names: list[str] | None = None,
+    fit_info: dict | None = None,
 ) -> dict[str, list[float]]:
     """Fit ``module`` in place on ``X`` (cells × genes, CSR or dense), batch ``codes`` and per-cell
     reconstruction ``weights``. Returns the per-epoch history: mean loss parts, the GRL scale and, with
     ``params.early_stopping``, the held-out loss ``val_loss`` (the best epoch's weights are restored).
 
     ``precision``: see :func:`resolve_precision`; ``rows_on_device``: see :class:`MinibatchSource`;
-    ``batch_names``: the batch labels of the codes, for error messages and the unbridged-batches warning."""
+    ``batch_names``: the batch labels of the codes, for error messages and the unbridged-batches warning;
+    ``fit_info`` (a dict): gets what the local prior found (:func:`_unbridged`'s ``record``)."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     module.to(device).train()
@@ -289,7 +298,8 @@ def train(
                     lp = local_batch_prior(z, np.asarray(codes), module.n_batches, k=params.prior_neighbors,
                                            share=params.prior_share, smoothing=params.prior_smoothing,
                                            n_jobs=all_threads, device=device)
-                    lp = _unbridged(lp, np.asarray(codes), module.n_batches, params.prior_fallback, batch_names)
+                    lp = _unbridged(lp, np.asarray(codes), module.n_batches, params.prior_fallback, batch_names,
+                                    record=fit_info)
                     prior = torch.from_numpy(lp).to(device)
             # loss parts summed on the device and read back once per epoch (a per-step read would make every
             # CUDA step wait for the GPU)

@@ -461,6 +461,7 @@ def test_model_save_load_roundtrip(tmp_path):
     np.testing.assert_allclose(m2.recover(), m.recover(), rtol=0, atol=1e-5)
     assert m2.recover(target_batch="b0").shape == a.shape
     assert m2.history == m.history and m2.params == m.params
+    assert m2.fit_info == m.fit_info and m.fit_info["prior_fallback_applied"] is False
 
 
 def test_cli_integrate(tmp_path):

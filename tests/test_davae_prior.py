@@ -174,24 +174,30 @@ def test_unbridged_groups_warn_or_fall_back_to_the_global_prior():
     z, codes = _islands()
     prior = local_batch_prior(z, codes, 3, k=10)
     advice = r"prior_fallback=True.*leave it off where a group is a different kind of sample"
-    with pytest.warns(UserWarning, match=r"share no neighbourhood.*: x, y \| z\. .*" + advice):
-        kept = _unbridged(prior, codes, 3, False, ["x", "y", "z"])
+    record = {}
+    with pytest.warns(davae.UnbridgedBatchesWarning, match=r"share no neighbourhood.*: x, y \| z\. .*" + advice):
+        kept = _unbridged(prior, codes, 3, False, ["x", "y", "z"], record=record)
     assert kept is prior
+    assert record == {"prior_groups": [0, 0, 1], "prior_fallback_applied": False}
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*share no neighbourhood")
-        dropped = _unbridged(prior, codes, 3, True, ["x", "y", "z"])
+        dropped = _unbridged(prior, codes, 3, True, ["x", "y", "z"], record=record)
         assert dropped.shape == prior.shape and np.all(dropped == 0)  # every batch present around every cell
+        assert record == {"prior_groups": [0, 0, 1], "prior_fallback_applied": True}
         z, codes = _islands(bridge=10)
         bridged = local_batch_prior(z, codes, 3, k=10)
-        assert _unbridged(bridged, codes, 3, True, None) is bridged
+        assert _unbridged(bridged, codes, 3, True, None, record=record) is bridged
+        assert record == {"prior_groups": [0, 0, 0], "prior_fallback_applied": False}
 
 
 def test_fit_does_not_warn_where_batches_overlap():
     a = _lognorm(_toy(n_per_batch=40))
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*share no neighbourhood")
-        davae.integrate(a, preprocess=False, seed=0, device="cpu", progress=False, recover=False,
-                        prior_neighbors=5, **dict(TINY, epochs=8))
+        out = davae.integrate(a, preprocess=False, seed=0, device="cpu", progress=False, recover=False,
+                              prior_neighbors=5, **dict(TINY, epochs=8))
+    assert out.uns["davae"]["prior_groups"].tolist() == [0] * a.obs["batch"].nunique()
+    assert out.uns["davae"]["prior_fallback_applied"] is False
 
 
 def test_fallback_aligns_mesc_batches_the_local_prior_leaves_apart():
@@ -210,9 +216,12 @@ def test_fallback_aligns_mesc_batches_the_local_prior_leaves_apart():
         return (batch[idx] != batch[:, None]).mean(), (ct[idx] == ct[:, None]).mean()
 
     kw = dict(batch_key="batch", preprocess=False, seed=0, device="cpu", progress=False, recover=False)
-    with pytest.warns(UserWarning, match="share no neighbourhood"):
+    with pytest.warns(davae.UnbridgedBatchesWarning, match="share no neighbourhood"):
         local = davae.integrate(prep, **kw)
+    assert sorted(local.uns["davae"]["prior_groups"]) == [0, 1] and not local.uns["davae"]["prior_fallback_applied"]
     mixed_local, purity_local = scores(local.obsm["X_davae"])
-    mixed, purity = scores(davae.integrate(prep, prior_fallback=True, **kw).obsm["X_davae"])
+    fallback = davae.integrate(prep, prior_fallback=True, **kw)
+    assert fallback.uns["davae"]["prior_fallback_applied"]
+    mixed, purity = scores(fallback.obsm["X_davae"])
     assert mixed_local < 0.05 and mixed > 0.1  # measured 0.02 and 0.28 (other-batch share of 15 neighbours)
     assert purity >= 0.9 and purity_local >= 0.9  # measured 0.95 and 0.97

@@ -362,3 +362,16 @@ def test_the_demo_compositions_design_fits_with_default_flags(tmp_path):
 
     ari = {r["metric"]: r["value"] for r in ari_tran(out.obsm["X_davae_pca"], out.obs["batch"], line, seed=0)[0]}
     assert ari["ari_celltype"] >= 0.9, ari
+
+
+def test_study_notes_name_the_batch_groups_the_prior_left_apart_or_aligned():
+    from davae_study.methods.davae import prior_notes
+
+    info = {"batch_categories": ["rna", "atac_1", "atac_2"], "prior_groups": np.array([0, 1, 1]),
+            "prior_fallback_applied": False}
+    (note,) = prior_notes(info)
+    assert "(rna | atac_1, atac_2) left unaligned" in note and "prior_fallback: true" in note
+    (note,) = prior_notes({**info, "prior_fallback_applied": True})
+    assert note.endswith("(rna | atac_1, atac_2) aligned by prior_fallback")
+    assert prior_notes({**info, "prior_groups": np.array([0, 0, 0])}) == []
+    assert prior_notes({"batch_categories": ["a", "b"]}) == []  # scbean: no local prior, no record

@@ -51,6 +51,21 @@ def test_evaluate_contract_and_values():
     assert tidy["value"].notna().sum() > 0 and tidy["n"].dtype.kind == "i"
 
 
+def test_a_methods_notes_are_appended_to_every_row_after_the_metrics_own(tmp_path):
+    a = _adata()
+    a.uns["method"]["notes"] = ["DAVAE: batch groups sharing no neighbourhood (b1 | b2) left unaligned"]
+    a.write_h5ad(tmp_path / "m.h5ad")  # the notes come back from the file as an array
+    tidy, reps = evaluate(ad.read_h5ad(tmp_path / "m.h5ad"), application="toy", method="davae",
+                          params={"enabled": ["knn_purity", "leiden"]})
+    assert tidy["note"].str.endswith("(b1 | b2) left unaligned").all()
+    leiden = tidy.loc[tidy["metric"] == "nmi_leiden", "note"].iloc[0]
+    assert leiden.startswith("Leiden resolution") and "; DAVAE: batch groups" in leiden  # its own note first
+    per_type = tidy.loc[(tidy["metric"] == "knn_purity") & (tidy["group"] != "all"), "note"]
+    assert len(per_type) == 3 and per_type.str.startswith("DAVAE:").all()  # no own note: no separator
+    plain, _ = evaluate(_adata(), application="toy", method="pca", params={"enabled": ["knn_purity"]})
+    assert not plain["note"].str.contains("DAVAE").any() and plain.loc[plain["group"] == "all", "note"].item() == "mean over labelled cells, k=15"
+
+
 def test_failed_method_gives_nan_rows_never_raises():
     a = _adata(status="failed")
     del a.obsm["X_emb"]

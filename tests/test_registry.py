@@ -44,6 +44,25 @@ def test_failing_method_becomes_a_record(ifnb_prepared):
         run_method("boom", ifnb_prepared, module=mod, on_error="raise")
 
 
+def test_method_notes_go_to_the_record_not_to_the_outputs(tmp_path, ifnb_prepared):
+    from davae_study.pipeline import method_notes
+
+    def noted(adata, *, seed=0, device="cpu"):
+        out = ad.AnnData(obs=adata.obs.copy())
+        out.obsm["X_emb"] = np.zeros((adata.n_obs, 2))
+        out.uns["method_notes"] = ["batches left apart"]
+        out.uns["extra"] = {"k": 1}
+        return out
+
+    out = run_method("noted", ifnb_prepared, module=_register("tests_fake_noted", noted))
+    assert out.uns["method"]["notes"] == ["batches left apart"]
+    assert "method_notes" not in out.uns["method_outputs"] and out.uns["method_outputs"]["extra"] == {"k": 1}
+    out.write_h5ad(tmp_path / "noted.h5ad")
+    assert method_notes(read_h5ad(tmp_path / "noted.h5ad")) == ["batches left apart"]
+    plain = run_method("pca", ifnb_prepared, params={"n_comps": 5})
+    assert "notes" not in plain.uns["method"] and method_notes(plain) == []
+
+
 def test_contract_violations_are_failures(ifnb_prepared):
     def reorders(adata, *, seed=0, device="cpu"):
         out = adata[::-1].copy()

@@ -99,7 +99,7 @@ def test_transfer_scores_counts_unassigned_as_wrong():
     assert s["majority_rate"] == pytest.approx(2 / 3)
 
 
-def _transfer_files(tmp_path, failed=False):
+def _transfer_files(tmp_path, failed=False, notes=None):
     x_ref, y_ref = blobs(n_per=30, seed=0)
     x_q, y_q = blobs(n_per=10, seed=1, shift=0.3)
     obs = pd.DataFrame(
@@ -113,6 +113,8 @@ def _transfer_files(tmp_path, failed=False):
     else:
         integrated.obsm["X_emb"] = np.vstack([x_ref, x_q])
         integrated.uns["method"] = {"name": "m", "status": "ok"}
+        if notes:
+            integrated.uns["method"]["notes"] = notes
     write_h5ad(prepared, tmp_path / "prepared.h5ad")
     write_h5ad(integrated, tmp_path / "integrated.h5ad")
     return obs
@@ -134,6 +136,15 @@ def test_transfer_step_writes_contract_table_and_tidy_metrics(tmp_path, classifi
     assert acc > 0.9
     assert set(metrics.query("metric == 'transfer_accuracy'")["group"]) == {"all", "type0", "type1", "type2"}
     assert metrics.query("metric == 'transfer_macro_f1'")["n"].item() == 30
+
+
+def test_transfer_metrics_carry_the_methods_notes(tmp_path):
+    _transfer_files(tmp_path, notes=["DAVAE: batch groups sharing no neighbourhood (ref | qry) left unaligned"])
+    cfg = {"applications": {"app": {"transfer": {"key": "batch", "reference": "ref", "classifier": "knn"}}}}
+    transfer_step(str(tmp_path / "prepared.h5ad"), str(tmp_path / "integrated.h5ad"), str(tmp_path / "t.tsv"),
+                  str(tmp_path / "m.tsv"), application="app", method="m", **transfer_config(cfg, "app"))
+    metrics = read_tsv(tmp_path / "m.tsv")
+    assert len(metrics) > 2 and metrics["note"].str.endswith("(ref | qry) left unaligned").all()
 
 
 def test_transfer_step_records_failed_method_as_nan_rows(tmp_path):

@@ -392,9 +392,11 @@ def transfer_step(
     ``transfer/<method>.metrics.tsv``. ``scores='classifier'`` uses ``classifier`` (``mlp``/``knn``);
     ``scores='similarity'`` the paper's cosine-similarity scores (for spots). Ground truth: the
     ``truth_path`` table (``cell``, ``cell_type``, ``proportion:<type>``…) when given, else the query cells'
-    own ``obs[label_key]`` where known. A failed method gives a header-only table and NaN metric rows.
+    own ``obs[label_key]`` where known. A failed method gives a header-only table and NaN metric rows; the
+    method's notes (``uns['method']['notes']``) are appended to every metric row's ``note``.
     """
-    from .pipeline import method_failed  # the lead's helper; imported lazily to keep this module light
+    from .metrics._table import with_notes
+    from .pipeline import method_failed, method_notes  # imported lazily to keep this module light
 
     prepared = ad.read_h5ad(prepared_path, backed="r")
     obs = prepared.obs.copy()
@@ -435,6 +437,7 @@ def transfer_step(
             raise ValueError(f"transfer scores={scores!r}: use 'classifier' or 'similarity'.")
         metrics = transfer_metric_rows(table, application=application, method=method, truth_labels=truth_labels,
                                        truth_proportions=truth)
+        metrics = with_notes(metrics, method_notes(integrated))
         log.info("transfer %s/%s: %d reference, %d query cells; %s", application, method, int(ref.sum()),
                  int(qry.sum()), metrics.loc[metrics["group"] == "all", ["metric", "value"]].to_dict("records"))
     write_tsv(table.reset_index(names="cell"), out_table)

@@ -233,7 +233,10 @@ def run_method(
         out.obs[col] = result.obs[col].to_numpy()
     if "corrected" in result.layers:
         out.layers["corrected"] = result.layers["corrected"]
-    extra = {k: v for k, v in result.uns.items() if k not in prepared.uns and k != "method"}
+    notes = [str(n) for n in result.uns.get("method_notes", [])]
+    if notes:
+        info["notes"] = notes
+    extra = {k: v for k, v in result.uns.items() if k not in prepared.uns and k not in ("method", "method_notes")}
     if extra:
         out.uns["method_outputs"] = extra
     out.uns["method"] = info

@@ -14,11 +14,17 @@ expression as ``layers['corrected']``: every cell decoded from its latent mean u
 size, where it is a dense cells × genes matrix). ``threads``: the job's threads (the registry passes the
 rule's ``threads:``), for torch and the BLAS / OpenMP pools. The prepared data are already log-normalised, so
 DAVAE's own preprocessing is skipped.
+
+When the local prior finds groups of batches that share no neighbourhood (``uns['davae']['prior_groups']``),
+the fit's warning goes to the rule's log and a note naming the groups to ``uns['method_notes']``, which the
+metric tables carry (docs/CONTRACTS.md): a user reading ``results/summary.tsv`` sees that those batches were
+left apart, or aligned by ``prior_fallback``.
 """
 
 from __future__ import annotations
 
 import anndata as ad
+import numpy as np
 
 
 def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", preset: str = "default", progress: bool = True,
@@ -35,4 +41,22 @@ def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", preset: str =
         out.layers["corrected"] = res.layers["davae_corrected"]
     if "davae" in res.uns:
         out.uns["davae"] = res.uns["davae"]
+        notes = prior_notes(res.uns["davae"])
+        if notes:
+            out.uns["method_notes"] = notes
     return out
+
+
+def prior_notes(info: dict) -> list[str]:
+    """A note for the tables when the local prior split the batches into groups that share no neighbourhood
+    (``uns['davae']`` of :func:`davae.integrate`); none when every batch is linked or the prior is off."""
+    groups = np.asarray(info.get("prior_groups", []))
+    if len(np.unique(groups)) < 2:
+        return []
+    names = [str(b) for b in info["batch_categories"]]
+    listed = " | ".join(", ".join(n for n, g in zip(names, groups) if g == k) for k in np.unique(groups))
+    if info.get("prior_fallback_applied"):
+        return [f"DAVAE: batch groups sharing no neighbourhood in the warm-up latent ({listed}) aligned by "
+                f"prior_fallback"]
+    return [f"DAVAE: batch groups sharing no neighbourhood in the warm-up latent ({listed}) left unaligned; "
+            f"prior_fallback: true aligns them where they hold the same cell types"]

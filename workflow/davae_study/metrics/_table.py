@@ -26,6 +26,16 @@ def nan_row(metric: str, group: str, n: int, note: str) -> dict:
     return row(metric, group, np.nan, n, note)
 
 
+def with_notes(table: pd.DataFrame, notes: Iterable[str]) -> pd.DataFrame:
+    """``table`` with ``notes`` (a method's notes, ``uns['method']['notes']``) appended to every row's ``note``,
+    after its own, separated by "; "."""
+    extra = "; ".join(str(n) for n in notes if str(n))
+    if not extra or table.empty:
+        return table
+    own = table["note"].fillna("").astype(str)
+    return table.assign(note=own.where(own == "", own + "; ") + extra)
+
+
 def frame(rows: Iterable[dict], repeats: bool = False) -> pd.DataFrame:
     """Rows -> DataFrame with the metric columns (plus ``repeat``) in contract order."""
     cols = _METRIC_COLUMNS + (["repeat"] if repeats else [])

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ._table import COLUMNS, REPEAT_COLUMNS, frame, nan_row
+from ._table import COLUMNS, REPEAT_COLUMNS, frame, nan_row, with_notes
 from .ari import ari_tran
 from .asw import asw_batch
 from .graph import graph_connectivity
@@ -127,7 +127,8 @@ def evaluate(
     Never raises for a failed method: a ``status: failed`` method (or a missing embedding) yields NaN rows
     for every enabled metric with ``note = 'method failed: <error>'``. Missing labels give NaN rows for the
     label-based metrics; an error inside one metric gives NaN rows for it with the error in ``note``.
-    Bad ``params`` raise ``ValueError``.
+    The method's own notes (``uns['method']['notes']``, e.g. DAVAE's batches left unaligned) are appended to
+    every row's ``note`` of the tidy table. Bad ``params`` raise ``ValueError``.
     """
     p = resolve_params(params)
     enabled = list(p["enabled"])
@@ -156,7 +157,10 @@ def evaluate(
             continue
         rows += t
         reps += r
-    return _finish(rows, reps, application, method)
+    from ..pipeline import method_notes  # lazily, as the pipeline imports this module lazily
+
+    tidy, rep = _finish(rows, reps, application, method)
+    return with_notes(tidy, method_notes(adata)), rep
 
 
 def _run_metric(name, x, batch, labels, why, params, seed) -> tuple[list[dict], list[dict]]:
