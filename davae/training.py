@@ -4,7 +4,9 @@ optional early stopping on a held-out split, optional bf16 autocast, tqdm progre
 from __future__ import annotations
 
 import copy
+import inspect
 import math
+import os
 import warnings
 from typing import Any
 
@@ -202,8 +204,22 @@ def _unbridged(log_prior: np.ndarray, codes: np.ndarray, n_batches: int, fallbac
                   f"batches, or modalities of one sample), refit with prior_fallback=True (command line: "
                   f"--prior-fallback); leave it off where a group is a different kind of sample (e.g. spots "
                   f"against single cells); docs/davae.md, 'Batches that share no neighbourhood'.",
-                  UnbridgedBatchesWarning, stacklevel=2)
+                  UnbridgedBatchesWarning, stacklevel=_user_stack_level())
     return log_prior
+
+
+def _user_stack_level() -> int:
+    """``stacklevel`` for a warning raised in this package that names the first frame outside it (the user's
+    ``davae.integrate`` or ``DAVAE.fit`` call, however deep inside the package it is raised), as pandas'
+    ``find_stack_level`` does."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = inspect.currentframe(), 0
+    try:
+        while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+            frame, level = frame.f_back, level + 1
+    finally:
+        del frame
+    return max(level, 1)
 
 
 def train(

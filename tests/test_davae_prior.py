@@ -175,9 +175,10 @@ def test_unbridged_groups_warn_or_fall_back_to_the_global_prior():
     prior = local_batch_prior(z, codes, 3, k=10)
     advice = r"prior_fallback=True.*leave it off where a group is a different kind of sample"
     record = {}
-    with pytest.warns(davae.UnbridgedBatchesWarning, match=r"share no neighbourhood.*: x, y \| z\. .*" + advice):
+    with pytest.warns(davae.UnbridgedBatchesWarning, match=r"share no neighbourhood.*: x, y \| z\. .*" + advice) as w:
         kept = _unbridged(prior, codes, 3, False, ["x", "y", "z"], record=record)
     assert kept is prior
+    assert w[0].filename == __file__  # the warning names the caller's line, not one inside davae
     assert record == {"prior_groups": [0, 0, 1], "prior_fallback_applied": False}
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*share no neighbourhood")
@@ -216,8 +217,9 @@ def test_fallback_aligns_mesc_batches_the_local_prior_leaves_apart():
         return (batch[idx] != batch[:, None]).mean(), (ct[idx] == ct[:, None]).mean()
 
     kw = dict(batch_key="batch", preprocess=False, seed=0, device="cpu", progress=False, recover=False)
-    with pytest.warns(davae.UnbridgedBatchesWarning, match="share no neighbourhood"):
+    with pytest.warns(davae.UnbridgedBatchesWarning, match="share no neighbourhood") as w:
         local = davae.integrate(prep, **kw)
+    assert w[0].filename == __file__  # the user's integrate call, through five frames of davae
     assert sorted(local.uns["davae"]["prior_groups"]) == [0, 1] and not local.uns["davae"]["prior_fallback_applied"]
     mixed_local, purity_local = scores(local.obsm["X_davae"])
     fallback = davae.integrate(prep, prior_fallback=True, **kw)
