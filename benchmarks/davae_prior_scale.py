@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="100000,300000")
     ap.add_argument("--batches", type=int, default=16)
     ap.add_argument("--jobs", default="1,2", help="thread counts for the CPU's neighbour search")
-    ap.add_argument("--device", default="cpu", help="also time the brute-force search on this device (e.g. cuda)")
+    ap.add_argument("--device", default="cpu", help="cuda: also time the brute-force search there")
     args = ap.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print("| cells | batches | search | prior s | groups | prior equal to the k-d tree's |")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         codes = np.random.default_rng(1).integers(0, args.batches, n)
         ref = None
         runs = [(f"k-d tree, {j} threads", dict(n_jobs=int(j))) for j in args.jobs.split(",")]
-        if torch.device(args.device).type != "cpu":
+        if torch.device(args.device).type == "cuda":
             runs.append((f"brute force on {args.device}", dict(device=args.device)))
         for label, kw in runs:
             t = time.perf_counter()

@@ -49,15 +49,16 @@ def knn_indices(z: np.ndarray, k: int, *, n_jobs: int | None = None,
     """Cells × (``k`` + 1): the indices of each cell's ``k`` + 1 nearest neighbours in ``z`` (Euclidean,
     exact, nearest first; the cell itself is one of them).
 
-    On the CPU (``device`` None or a CPU device): scikit-learn's k-d tree, its queries split between
-    ``n_jobs`` threads (the same neighbours whatever the number). In a 10-d latent the k-d tree's cost grows
-    about as n^1.9 (docs/davae.md, "The local prior at atlas size"). On an accelerator (a fit on CUDA):
-    brute force, the distances to all cells of :data:`CHUNK_ELEMENTS` // n query cells at a time in float64
-    and their smallest ``k`` + 1 kept (:func:`knn_indices_brute`). Both are exact: they differ only where
-    two neighbours lie at the same distance to within rounding."""
-    if device is None or torch.device(device).type == "cpu":
-        return NearestNeighbors(n_neighbors=k + 1, n_jobs=n_jobs).fit(z).kneighbors(z, return_distance=False)
-    return knn_indices_brute(z, k, device)
+    For a fit on a CUDA device: brute force there, the distances to all cells of :data:`CHUNK_ELEMENTS` // n
+    query cells at a time in float64 and their smallest ``k`` + 1 kept (:func:`knn_indices_brute`).
+    Otherwise (``device`` None, the CPU, or another backend, e.g. Apple's MPS, which has no float64):
+    scikit-learn's k-d tree on the CPU, its queries split between ``n_jobs`` threads (the same neighbours
+    whatever the number). In a 10-d latent the k-d tree's cost grows about as n^1.9 (docs/davae.md, "The
+    local prior at atlas size"). Both are exact: they differ only where two neighbours lie at the same
+    distance to within rounding."""
+    if device is not None and torch.device(device).type == "cuda":
+        return knn_indices_brute(z, k, device)
+    return NearestNeighbors(n_neighbors=k + 1, n_jobs=n_jobs).fit(z).kneighbors(z, return_distance=False)
 
 
 @torch.no_grad()

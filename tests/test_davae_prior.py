@@ -125,6 +125,8 @@ def test_brute_force_search_for_accelerators_finds_the_k_d_trees_neighbours(monk
                         lambda z, k, device: devices.append(str(device)) or knn_indices_brute(z, k, "cpu"))
     np.testing.assert_array_equal(local_batch_prior(z, codes, 3, device="cuda"), local_batch_prior(z, codes, 3))
     assert devices == ["cuda"]
+    np.testing.assert_array_equal(knn_indices(z, 30, device="mps"), tree)  # no float64 there: the k-d tree
+    assert devices == ["cuda"]
 
 
 def test_prior_parameters_are_checked():
