@@ -233,7 +233,8 @@ def run_method(
         out.obs[col] = result.obs[col].to_numpy()
     if "corrected" in result.layers:
         out.layers["corrected"] = result.layers["corrected"]
-    notes = [str(n) for n in result.uns.get("method_notes", [])]
+    notes = result.uns.get("method_notes", [])
+    notes = [notes] if isinstance(notes, str) else [str(n) for n in notes]  # one note, or a list of them
     if notes:
         info["notes"] = notes
     extra = {k: v for k, v in result.uns.items() if k not in prepared.uns and k not in ("method", "method_notes")}
