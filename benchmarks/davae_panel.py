@@ -137,6 +137,8 @@ VARIANTS: dict[str, dict] = {
     # measured and not the default: the same fit, the PCs of the batch-corrected expression as the embedding
     # (docs/davae.md, "The embedding")
     "davae_pcs": {"embedding": "corrected_pca"},
+    # measured and not the default: the same fit, the latent and those PCs side by side
+    "davae_joint": {"embedding": "latent_and_pcs"},
     # measured and rejected: the local prior over 90 neighbours (docs/davae.md, "The decoder's batch")
     "davae_k90": {"prior_neighbors": 90},
     # the opt-in global fallback where the warm-up latent shares no neighbourhood between groups of batches

@@ -14,6 +14,7 @@ from ._validate import check_counts as _check_counts
 from .model import DAVAE
 from .preprocess import preprocess as _preprocess
 from .presets import get_params
+from .training import joint_embedding
 
 
 def integrate(
@@ -82,8 +83,10 @@ def integrate(
     Returns
     -------
     AnnData with the input's cells and obs (same order) and
-    ``obsm['X_davae']`` (latent mean), ``obsm['X_davae_pca']`` (only with ``embedding="corrected_pca"``:
-    principal components of the batch-corrected expression, see :meth:`davae.DAVAE.corrected_pca`),
+    ``obsm['X_davae']`` (latent mean), ``obsm['X_davae_pca']`` (only with ``embedding="corrected_pca"`` or
+    ``"latent_and_pcs"``: principal components of the batch-corrected expression, see
+    :meth:`davae.DAVAE.corrected_pca`), ``obsm['X_davae_joint']`` (only with ``"latent_and_pcs"``: both side by
+    side, :func:`davae.training.joint_embedding`),
     ``layers['davae_recovered']`` (decoder(z mean, own batch), same shape as ``X``; only with
     ``recover=True``), ``layers['davae_corrected']`` (decoder(z mean, average batch); only with
     ``corrected=True``) and ``uns['davae']`` (``preset``, ``params``, ``seed``,
@@ -127,10 +130,13 @@ def integrate_with_model(adata: AnnData, batch_key: str = "batch", preset: str =
         embedding = "X_davae"
         if corrected:
             out.layers["davae_corrected"] = model.corrected(latent=out.obsm["X_davae"])
-        if params.embedding == "corrected_pca":  # from the corrected layer when there is one: decoded once
-            embedding = "X_davae_pca"
+        if params.embedding in ("corrected_pca", "latent_and_pcs"):  # from the corrected layer when there is
+            embedding = "X_davae_pca"                                 # one: the cells are decoded once
             out.obsm[embedding] = model.corrected_pca(latent=out.obsm["X_davae"],
                                                       corrected=out.layers["davae_corrected"] if corrected else None)
+        if params.embedding == "latent_and_pcs":
+            embedding = "X_davae_joint"
+            out.obsm[embedding] = joint_embedding(out.obsm["X_davae"], out.obsm["X_davae_pca"])
         if recover:
             out.layers["davae_recovered"] = model.recover()
         out.uns["davae"] = {

@@ -44,9 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--min-steps", type=int)
     i.add_argument("--lr", type=float)
     i.add_argument("--n-top-genes", type=int)
-    i.add_argument("--embedding", choices=["latent", "corrected_pca"],
+    i.add_argument("--embedding", choices=["latent", "corrected_pca", "latent_and_pcs"],
                    help="embedding to recommend (uns['davae']['embedding']); corrected_pca also writes "
-                        "obsm['X_davae_pca'], PCs of the batch-corrected expression (default: latent)")
+                        "obsm['X_davae_pca'], PCs of the batch-corrected expression; latent_and_pcs also "
+                        "obsm['X_davae_joint'], the latent and those PCs side by side (default: latent)")
     i.add_argument("--prior-fallback", action="store_true", default=None,
                    help="when the warm-up latent shows no shared neighbourhood between groups of batches, align "
                         "them with the global adversary instead of leaving them apart (the fit warns when so)")

@@ -29,7 +29,7 @@ RECON_LOSSES = ("scbean", "gaussian")
 LAMBDA_SCHEDULES = ("constant", "ganin")
 DOMAIN_PRIORS = ("none", "local")
 DECODER_BATCH_MODES = ("input", "affine")
-EMBEDDINGS = ("latent", "corrected_pca")
+EMBEDDINGS = ("latent", "corrected_pca", "latent_and_pcs")
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,12 @@ class DAVAEParams:
         ``z`` alone) in the geometry of expression space, where types lie far apart relative to the spread
         within them: k-means finds them (Tran's ARI 1.00 on every cell-line design of the panel, where the
         latent gives 0.52–0.92), but Leiden splits types more and mixtures (Visium spots) are scored worse,
-        so it is not the default (docs/davae.md, "The embedding"). ``X_davae`` is written either way.
+        so it is not the default (docs/davae.md, "The embedding"). ``"latent_and_pcs"``: the latent and those
+        PCs side by side, the PCs scaled to the latent's total variance (``obsm['X_davae_joint']``,
+        :func:`davae.training.joint_embedding`; ``X_davae_pca`` is written too): the latent's mixing and
+        purity with the PCs' separation for k-means (*compositions* Tran ARI 1.00 vs 0.71), at some cost in
+        Leiden NMI on cell lines; not the default either (docs/davae.md, "The embedding"). ``X_davae`` is
+        written either way.
     n_top_genes, target_sum
         Preprocessing when ``preprocess=True``: per-batch ``normalize_total(target_sum)`` + ``log1p``,
         Seurat-flavour HVG per batch ranked by the number of batches, top ``n_top_genes``.

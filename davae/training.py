@@ -421,6 +421,23 @@ def decode(module: DAVAEModule, Z: np.ndarray, codes: np.ndarray | None, *, batc
     return out
 
 
+def joint_embedding(latent: np.ndarray, pcs: np.ndarray) -> np.ndarray:
+    """The latent and the corrected PCs side by side (``embedding="latent_and_pcs"``), the PCs scaled so their
+    total variance equals the latent's: cells × (latent dims + PCs), float32.
+
+    Distances then add the two geometries with equal weight: the latent's local structure (Leiden, spots)
+    and the PCs', where cell types lie far apart relative to the spread within them (k-means). Measured on
+    the panel in docs/davae.md, "The embedding"."""
+    z = np.asarray(latent, dtype=np.float64)
+    p = np.asarray(pcs, dtype=np.float64)
+    if z.ndim != 2 or p.ndim != 2 or len(z) != len(p):
+        raise ValueError(f"joint_embedding needs two cells × dims matrices of the same cells, got {z.shape} "
+                         f"and {p.shape}")
+    vp = p.var(0).sum()
+    scale = np.sqrt(z.var(0).sum() / vp) if vp > 0 else 0.0
+    return np.hstack([z, p * scale]).astype(np.float32)
+
+
 @torch.no_grad()
 def corrected_pca(module: DAVAEModule, Z: np.ndarray, n_comps: int, *, batch_size: int = 4096,
                   device: torch.device = torch.device("cpu"), decoded: np.ndarray | None = None) -> np.ndarray:

@@ -402,6 +402,24 @@ def test_the_latent_is_the_embedding_unless_the_corrected_pcs_are_asked_for():
     assert davae.get_params("scbean").embedding == davae.get_params().embedding == "latent"
     with pytest.raises(ValueError, match="embedding must be one of"):
         davae.get_params(embedding="umap")
+    joint = davae.integrate(a, embedding="latent_and_pcs", embedding_pcs=5, **kw)
+    assert joint.uns["davae"]["embedding"] == "X_davae_joint"
+    np.testing.assert_array_equal(joint.obsm["X_davae_pca"], out.obsm["X_davae_pca"])
+    np.testing.assert_array_equal(joint.obsm["X_davae_joint"],
+                                  davae.training.joint_embedding(lat.obsm["X_davae"], out.obsm["X_davae_pca"]))
+
+
+def test_joint_embedding_puts_the_pcs_at_the_latents_total_variance():
+    rng = np.random.default_rng(0)
+    z, pcs = rng.normal(0, 1, (200, 3)), rng.normal(0, 10, (200, 5))
+    j = davae.training.joint_embedding(z, pcs)
+    assert j.shape == (200, 8) and j.dtype == np.float32
+    np.testing.assert_allclose(j[:, :3], z, rtol=1e-6)
+    assert j[:, 3:].var(0).sum() == pytest.approx(z.var(0).sum(), rel=1e-5)
+    np.testing.assert_allclose(j[:, 3:] / pcs, (j[:, 3] / pcs[:, 0])[0], rtol=1e-5)  # one scale for all PCs
+    assert np.all(davae.training.joint_embedding(z, np.zeros((200, 2)))[:, 3:] == 0)  # no variance: no NaN
+    with pytest.raises(ValueError, match="same cells"):
+        davae.training.joint_embedding(z, pcs[:10])
 
 
 def test_corrected_pcs_from_the_corrected_layer_equal_a_fresh_decoding_and_decode_once(monkeypatch):

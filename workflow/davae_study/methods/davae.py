@@ -2,7 +2,8 @@
 
 ``X_emb`` is the embedding the preset recommends (``uns['davae']['embedding']``): the latent mean ``z``
 (``obsm['X_davae']``) in both presets; ``embedding: corrected_pca`` makes it the principal components of the
-batch-corrected decoded expression (``obsm['X_davae_pca']``; docs/davae.md, "The embedding").
+batch-corrected decoded expression (``obsm['X_davae_pca']``), ``embedding: latent_and_pcs`` the latent and
+those PCs side by side (``obsm['X_davae_joint']``; docs/davae.md, "The embedding").
 
 Params are the ``davae.integrate`` overrides (see docs/davae.md), e.g. ``preset`` (``default`` — the study's
 corrected model — or ``scbean``, the released behaviour), ``epochs``, ``domain_lambda``, ``batch_size``,
