@@ -91,7 +91,8 @@ def integrate(
     ``recover=True``), ``layers['davae_corrected']`` (decoder(z mean, average batch); only with
     ``corrected=True``) and ``uns['davae']`` (``preset``, ``params``, ``seed``,
     ``device``, ``precision``, ``batch_key``, ``batch_categories``, ``history``, ``embedding``: the
-    ``obsm`` key of the embedding to use downstream, ``X_davae_pca`` or ``X_davae``; and with the local prior
+    ``obsm`` key of the embedding to use downstream, ``X_davae``, ``X_davae_pca`` or ``X_davae_joint``; and
+    with the local prior
     ``prior_groups``, each batch's group in the prior's overlap graph, in the order of ``batch_categories``
     (all 0 when every batch shares neighbourhoods with another, several groups when some are left unaligned:
     see :class:`davae.prior.UnbridgedBatchesWarning`), and ``prior_fallback_applied``).
