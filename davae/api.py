@@ -92,10 +92,9 @@ def integrate(
     ``corrected=True``) and ``uns['davae']`` (``preset``, ``params``, ``seed``,
     ``device``, ``precision``, ``batch_key``, ``batch_categories``, ``history``, ``embedding``: the
     ``obsm`` key of the embedding to use downstream, ``X_davae``, ``X_davae_pca`` or ``X_davae_joint``; and
-    with the local prior
-    ``prior_groups``, each batch's group in the prior's overlap graph, in the order of ``batch_categories``
-    (all 0 when every batch shares neighbourhoods with another, several groups when some are left unaligned:
-    see :class:`davae.prior.UnbridgedBatchesWarning`), and ``prior_fallback_applied``).
+    with the local prior ``prior_groups``, each batch's group in the prior's overlap graph, in the order of
+    ``batch_categories`` (all 0 when every batch shares neighbourhoods with another, several groups when some
+    are left unaligned: see :class:`davae.prior.UnbridgedBatchesWarning`), and ``prior_fallback_applied``).
     """
     out, _ = integrate_with_model(adata, batch_key=batch_key, preset=preset, preprocess=preprocess, seed=seed,
                                   device=device, precision=precision, copy=copy, progress=progress, recover=recover,
