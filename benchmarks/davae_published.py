@@ -215,7 +215,6 @@ class ConditionedClassifier(nn.Module):
 
     def __init__(self, latent_dim: int, hidden: int, depth: int, dropout: float, n_batches: int):
         super().__init__()
-        self.latent_dim = latent_dim
         self.net = nn.Sequential(*davae.module._mlp(latent_dim * MAX_CLUSTERS, [hidden] * depth, dropout),
                                  nn.Linear(hidden, n_batches))
         self.centroids: torch.Tensor | None = None

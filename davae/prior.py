@@ -124,6 +124,13 @@ def batch_overlap(log_prior: np.ndarray, codes: np.ndarray, n_batches: int) -> n
     return out
 
 
+def listed_groups(group_of: np.ndarray, names: list[str]) -> str:
+    """The groups of batches as text, "a, b | c": ``group_of[b]`` is batch ``b``'s group (as recorded in
+    ``uns['davae']['prior_groups']``), ``names`` the batch labels; groups in order of their number."""
+    group_of = np.asarray(group_of)
+    return " | ".join(", ".join(str(n) for n, g in zip(names, group_of) if g == k) for k in np.unique(group_of))
+
+
 def batch_groups(overlap: np.ndarray, min_share: float = OVERLAP_MIN) -> list[list[int]]:
     """Connected groups of batches in the overlap graph: ``a`` and ``b`` are linked when at least
     ``min_share`` of ``a``'s cells have ``b`` present, or of ``b``'s cells ``a``. One group = every batch

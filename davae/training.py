@@ -18,7 +18,7 @@ from ._progress import EpochProgress
 from ._threads import torch_threads
 from .module import DAVAEModule, davae_loss, ganin_lambda
 from .presets import DAVAEParams
-from .prior import UnbridgedBatchesWarning, batch_groups, batch_overlap, local_batch_prior
+from .prior import UnbridgedBatchesWarning, batch_groups, batch_overlap, listed_groups, local_batch_prior
 
 
 #: Minibatch entries (cells × input genes) per torch thread in the CPU minibatch loop. A training step's
@@ -188,17 +188,16 @@ def _unbridged(log_prior: np.ndarray, codes: np.ndarray, n_batches: int, fallbac
     around every cell). ``record`` (a dict) gets ``prior_groups``, each batch code's group (0, 1, ...; one
     group when every batch is linked), and ``prior_fallback_applied``."""
     groups = batch_groups(batch_overlap(log_prior, codes, n_batches))
+    group_of = np.zeros(n_batches, dtype=np.int64)
+    for g, members in enumerate(groups):
+        group_of[members] = g
     if record is not None:
-        group_of = np.zeros(n_batches, dtype=np.int64)
-        for g, members in enumerate(groups):
-            group_of[members] = g
         record.update(prior_groups=group_of.tolist(), prior_fallback_applied=bool(fallback and len(groups) > 1))
     if len(groups) < 2:
         return log_prior
     if fallback:
         return np.zeros_like(log_prior)
-    names = batch_names or [str(b) for b in range(n_batches)]
-    listed = " | ".join(", ".join(str(names[b]) for b in g) for g in groups)
+    listed = listed_groups(group_of, batch_names or [str(b) for b in range(n_batches)])
     warnings.warn(f"DAVAE: these groups of batches share no neighbourhood in the warm-up latent, so the local "
                   f"batch prior leaves them unaligned: {listed}. If they hold the same cell types (technical "
                   f"batches, or modalities of one sample), refit with prior_fallback=True (command line: "

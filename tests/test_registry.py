@@ -45,7 +45,7 @@ def test_failing_method_becomes_a_record(ifnb_prepared):
 
 
 def test_method_notes_go_to_the_record_not_to_the_outputs(tmp_path, ifnb_prepared):
-    from davae_study.pipeline import method_notes
+    from davae_study.metrics._table import method_notes
 
     def noted(adata, *, seed=0, device="cpu"):
         out = ad.AnnData(obs=adata.obs.copy())

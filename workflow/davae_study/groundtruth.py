@@ -395,8 +395,8 @@ def transfer_step(
     own ``obs[label_key]`` where known. A failed method gives a header-only table and NaN metric rows; the
     method's notes (``uns['method']['notes']``) are appended to every metric row's ``note``.
     """
-    from .metrics._table import with_notes
-    from .pipeline import method_failed, method_notes  # imported lazily to keep this module light
+    from .metrics._table import method_notes, with_notes
+    from .pipeline import method_failed  # imported lazily to keep this module light
 
     prepared = ad.read_h5ad(prepared_path, backed="r")
     obs = prepared.obs.copy()

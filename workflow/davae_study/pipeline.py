@@ -186,13 +186,6 @@ def integrate(prepared_path: str, out_h5ad: str, *, method: str, module: str | N
     return result
 
 
-def method_notes(adata: ad.AnnData) -> list[str]:
-    """The notes a method left for the tables (``uns['method']['notes']``; docs/CONTRACTS.md)."""
-    info = getattr(adata, "uns", {}).get("method", {})
-    notes = info.get("notes", []) if isinstance(info, Mapping) else []
-    return [notes] if isinstance(notes, str) else [str(n) for n in notes]  # a list, or an array read back
-
-
 def method_failed(adata: ad.AnnData) -> str | None:
     """The error message of a failed method record, or None when the method succeeded."""
     info = adata.uns.get("method", {})
@@ -254,6 +247,5 @@ def summarise_applications(paths: Sequence[str], out_tsv: str) -> pd.DataFrame:
 
 __all__ = [
     "TIDY_COLUMNS", "aggregate_metrics", "evaluate", "integrate", "logged", "marker_expression", "method_failed",
-    "method_notes",
     "prepare_application", "summarise_applications", "umap", "sha256",
 ]

@@ -51,11 +51,12 @@ def run(adata: ad.AnnData, *, seed: int = 0, device: str = "auto", preset: str =
 def prior_notes(info: dict) -> list[str]:
     """A note for the tables when the local prior split the batches into groups that share no neighbourhood
     (``uns['davae']`` of :func:`davae.integrate`); none when every batch is linked or the prior is off."""
+    from davae.prior import listed_groups
+
     groups = np.asarray(info.get("prior_groups", []))
     if len(np.unique(groups)) < 2:
         return []
-    names = [str(b) for b in info["batch_categories"]]
-    listed = " | ".join(", ".join(n for n, g in zip(names, groups) if g == k) for k in np.unique(groups))
+    listed = listed_groups(groups, [str(b) for b in info["batch_categories"]])
     if info.get("prior_fallback_applied"):
         return [f"DAVAE: batch groups sharing no neighbourhood in the warm-up latent ({listed}) aligned by "
                 f"prior_fallback"]

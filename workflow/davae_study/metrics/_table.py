@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,13 @@ def row(metric: str, group: str, value: float, n: int, note: str = "") -> dict:
 def nan_row(metric: str, group: str, n: int, note: str) -> dict:
     """A NaN row whose ``note`` says why the value could not be computed."""
     return row(metric, group, np.nan, n, note)
+
+
+def method_notes(adata) -> list[str]:
+    """The notes a method left for the tables (``uns['method']['notes']``; docs/CONTRACTS.md)."""
+    info = getattr(adata, "uns", {}).get("method", {})
+    notes = info.get("notes", []) if isinstance(info, Mapping) else []
+    return [notes] if isinstance(notes, str) else [str(n) for n in notes]  # a list, or an array read back
 
 
 def with_notes(table: pd.DataFrame, notes: Iterable[str]) -> pd.DataFrame:

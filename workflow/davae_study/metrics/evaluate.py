@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ._table import COLUMNS, REPEAT_COLUMNS, frame, nan_row, with_notes
+from ._table import COLUMNS, REPEAT_COLUMNS, frame, method_notes, nan_row, with_notes
 from .ari import ari_tran
 from .asw import asw_batch
 from .graph import graph_connectivity
@@ -157,8 +157,6 @@ def evaluate(
             continue
         rows += t
         reps += r
-    from ..pipeline import method_notes  # lazily, as the pipeline imports this module lazily
-
     tidy, rep = _finish(rows, reps, application, method)
     return with_notes(tidy, method_notes(adata)), rep
 
