@@ -3,21 +3,15 @@ turned back into counts, split at random, and the shift design's removed types."
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def panel():
-    spec = importlib.util.spec_from_file_location("davae_panel", ROOT / "benchmarks" / "davae_panel.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark_module("davae_panel")
 
 
 def test_pbmc68k_counts_are_recovered_from_its_log_normalised_raw(panel):

@@ -4,9 +4,6 @@ their docstrings say, and the patches leave the DAVAE core as they found it."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -15,17 +12,15 @@ import davae.model
 import davae.training
 from davae.module import DAVAEModule, davae_loss
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import benchmark_module
+
 _BUILD = davae.model._build_module
 _PRIOR = davae.training.local_batch_prior
 
 
 @pytest.fixture(scope="module")
 def pub():
-    spec = importlib.util.spec_from_file_location("davae_published", ROOT / "benchmarks" / "davae_published.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark_module("davae_published")
 
 
 def _out(logits: torch.Tensor, n_genes: int = 20, n: int = 6) -> tuple[dict, torch.Tensor, torch.Tensor]:
