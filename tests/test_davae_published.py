@@ -151,3 +151,39 @@ def test_cdan_patch_conditions_the_classifier_at_the_prior_and_restores_the_core
         assert (real[60:, 1] < 0).all()
         np.testing.assert_array_equal(lp, real if use_prior else np.zeros_like(real))
     assert davae.training.local_batch_prior is _PRIOR and davae.model._build_module is _BUILD
+
+
+def test_spots_score_every_embedding_of_one_fit(pub, monkeypatch, capsys):
+    """``--spots NAME --embedding latent_and_pcs`` fits once per seed and scores the latent, the corrected PCs
+    and both side by side, a line each; the default scores the latent only."""
+    import anndata as ad
+    import pandas as pd
+
+    import davae
+    import davae_study.groundtruth as gt
+    import transfer_groundtruth as tg
+
+    fits = []
+
+    def fake_integrate(prep, **kw):
+        fits.append(kw["embedding"])
+        out = prep.copy()
+        for i, key in enumerate(("X_davae", "X_davae_pca", "X_davae_joint")):
+            out.obsm[key] = np.full((prep.n_obs, 2), float(i))
+        return out
+
+    def fake_evaluate(z, obs, truth, **kw):
+        return pd.DataFrame({"r": [float(z[0, 0]) / 10]})
+
+    tiny = ad.AnnData(np.zeros((4, 3), dtype=np.float32))
+    monkeypatch.setattr(davae, "integrate", fake_integrate)
+    monkeypatch.setattr(gt, "evaluate_spots", fake_evaluate)
+    monkeypatch.setattr(tg, "spots_design", lambda ifnb, seed: (tiny, None))
+    pub.run_spots(["davae"], [0], "latent_and_pcs")
+    lines = [ln.split("\t") for ln in capsys.readouterr().out.splitlines() if ln.startswith("spots")]
+    assert fits == ["latent_and_pcs"]
+    assert [ln[1] for ln in lines] == ["davae", "davae X_davae_pca", "davae X_davae_joint"]
+    assert [ln[3] for ln in lines] == ["spot r 0.000", "spot r 0.100", "spot r 0.200"]
+    pub.run_spots(["davae"], [0, 1])
+    lines = [ln.split("\t") for ln in capsys.readouterr().out.splitlines() if ln.startswith("spots")]
+    assert fits[1:] == ["latent", "latent"] and [ln[1] for ln in lines] == ["davae", "davae"]
