@@ -59,6 +59,7 @@ def test_method_notes_go_to_the_record_not_to_the_outputs(tmp_path, ifnb_prepare
     assert "method_notes" not in out.uns["method_outputs"] and out.uns["method_outputs"]["extra"] == {"k": 1}
     out.write_h5ad(tmp_path / "noted.h5ad")
     assert method_notes(read_h5ad(tmp_path / "noted.h5ad")) == ["batches left apart"]
+
     def one(adata, *, seed=0, device="cpu"):
         out = noted(adata)
         out.uns["method_notes"] = "a single note"
