@@ -91,6 +91,11 @@ FILES = {
 }
 
 
+def _random_halves(n: int) -> np.ndarray:
+    """``half_a`` / ``half_b`` for ``n`` cells, each with probability 1/2 (seed 0): the no-batch designs' split."""
+    return np.where(np.random.default_rng(0).random(n) < 0.5, "half_a", "half_b")
+
+
 def _pbmc68k() -> ad.AnnData:
     """scanpy's ``pbmc68k_reduced`` as raw counts of its 765 ``raw`` genes, ``cell_type`` = ``bulk_labels``,
     ``batch`` = a seeded random split into ``half_a`` / ``half_b``."""
@@ -100,8 +105,7 @@ def _pbmc68k() -> ad.AnnData:
     src = sc.datasets.pbmc68k_reduced()
     logn = src.raw.X.toarray() if sp.issparse(src.raw.X) else np.asarray(src.raw.X)
     counts = np.rint(np.expm1(logn) * src.obs["n_counts"].to_numpy()[:, None] / 1e4).astype(np.float32)
-    rng = np.random.default_rng(0)
-    obs = pd.DataFrame({"batch": np.where(rng.random(src.n_obs) < 0.5, "half_a", "half_b"),
+    obs = pd.DataFrame({"batch": _random_halves(src.n_obs),
                         "cell_type": src.obs["bulk_labels"].astype(str).to_numpy()}, index=src.obs_names)
     return ad.AnnData(sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=src.raw.var_names))
 
@@ -196,8 +200,7 @@ def design(name: str) -> tuple[ad.AnnData, str]:
         a = a[mask(a)].copy()
     if kind == "nobatch" and source != "pbmc68k":
         a = a[a.obs["batch"] == "CTRL"].copy()
-        rng = np.random.default_rng(0)
-        a.obs["batch"] = np.where(rng.random(a.n_obs) < 0.5, "half_a", "half_b")
+        a.obs["batch"] = _random_halves(a.n_obs)
     a.obs["batch"] = pd.Categorical(a.obs["batch"].astype(str))
     a.obs["cell_type"] = pd.Categorical(a.obs["cell_type"].astype(str))
     return a, kind
