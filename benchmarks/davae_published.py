@@ -353,8 +353,6 @@ def run_spots(names: list[str], seeds: list[int], embedding: str = "latent") -> 
     from davae_study.groundtruth import evaluate_spots
     from transfer_groundtruth import DEMO, spots_design
 
-    keys = {"latent": ["X_davae"], "corrected_pca": ["X_davae", "X_davae_pca"],
-            "latent_and_pcs": ["X_davae", "X_davae_pca", "X_davae_joint"]}[embedding]
     ifnb = ad.read_h5ad(DEMO / "seuratTools_ifnb1k.h5ad")
     for seed in seeds:
         prep, truth = spots_design(ifnb, seed)
@@ -363,7 +361,7 @@ def run_spots(names: list[str], seeds: list[int], embedding: str = "latent") -> 
             with ctx():
                 out = davae.integrate(prep, batch_key="batch", preprocess=False, seed=seed, progress=False,
                                       threads=1, recover=False, **dict(params, embedding=embedding))
-            for key in keys:
+            for key in [k for k in ("X_davae", "X_davae_pca", "X_davae_joint") if k in out.obsm]:
                 z = np.asarray(out.obsm[key])
                 r = evaluate_spots(z, prep.obs, truth, variant="similarity", normalise="paper")["r"].mean()
                 r_mlp = evaluate_spots(z, prep.obs, truth, variant="mlp", seed=seed)["r"].mean()

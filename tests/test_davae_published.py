@@ -165,10 +165,11 @@ def test_spots_score_every_embedding_of_one_fit(pub, monkeypatch, capsys):
 
     fits = []
 
-    def fake_integrate(prep, **kw):
+    def fake_integrate(prep, **kw):  # writes the obsm keys davae.integrate writes for each embedding
         fits.append(kw["embedding"])
         out = prep.copy()
-        for i, key in enumerate(("X_davae", "X_davae_pca", "X_davae_joint")):
+        written = {"latent": 1, "corrected_pca": 2, "latent_and_pcs": 3}[kw["embedding"]]
+        for i, key in enumerate(("X_davae", "X_davae_pca", "X_davae_joint")[:written]):
             out.obsm[key] = np.full((prep.n_obs, 2), float(i))
         return out
 
